@@ -1,0 +1,1 @@
+"""The shared conformance suite: a pytest plugin checking implementations against the reference."""

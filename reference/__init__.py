@@ -1,0 +1,46 @@
+"""The float64 NumPy reference LSTM and the canonical layout: the single source of truth."""
+
+from reference.errors import (
+    FrameworkMissingError,
+    InputFileError,
+    LayoutError,
+    LSTMConformanceError,
+    NotImplementedOptionError,
+    UnsupportedFeatureError,
+)
+from reference.layout import (
+    GATES,
+    PEEPHOLES,
+    Activation,
+    LayerWeights,
+    LSTMConfig,
+    LSTMWeights,
+    load_npz,
+    random_weights,
+    reorder_gates,
+    save_npz,
+)
+from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
+
+__all__ = [
+    "GATES",
+    "PEEPHOLES",
+    "Activation",
+    "FrameworkMissingError",
+    "InputFileError",
+    "LSTMConfig",
+    "LSTMConformanceError",
+    "LSTMGradients",
+    "LSTMOutputs",
+    "LSTMWeights",
+    "LayerWeights",
+    "LayoutError",
+    "NotImplementedOptionError",
+    "UnsupportedFeatureError",
+    "load_npz",
+    "lstm_forward",
+    "lstm_forward_backward",
+    "random_weights",
+    "reorder_gates",
+    "save_npz",
+]

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reference.errors import UnsupportedFeatureError
+from reference.inputs import PreparedInputs, prepare_inputs
 from reference.layout import LSTMConfig, LSTMWeights
 from reference.lstm import LSTMGradients
 
@@ -96,6 +97,20 @@ class RunInputs:
     def wants_gradients(self) -> bool:
         return any(v is not None for v in (self.dy, self.dh_n, self.dc_n))
 
+    def prepare(self, config: LSTMConfig) -> PreparedInputs:
+        """Validated, time-major, float64, zeros filled in (``reference.inputs.prepare_inputs``)."""
+        return prepare_inputs(
+            config,
+            self.x,
+            self.h0,
+            self.c0,
+            self.seq_lens,
+            dy=self.dy,
+            dh_n=self.dh_n,
+            dc_n=self.dc_n,
+            batch_first=self.batch_first,
+        )
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -156,7 +171,9 @@ class Implementation:
         if missing:
             raise UnsupportedFeatureError(self.framework or self.name, missing[0], f"implementation {self.name!r}")
         if options.dtype not in caps.dtypes:
-            raise UnsupportedFeatureError(self.framework or self.name, f"dtype {options.dtype}", f"it runs {caps.dtypes}")
+            raise UnsupportedFeatureError(
+                self.framework or self.name, f"dtype {options.dtype}", f"it runs {caps.dtypes}"
+            )
         if options.device not in caps.devices:
             raise UnsupportedFeatureError(
                 self.framework or self.name, f"device {options.device}", f"it runs on {caps.devices}"

@@ -368,9 +368,7 @@ def validate_weights(weights: LSTMWeights) -> None:
         raise LayoutError(f"expected {config.num_layers} layers of weights, found {len(weights.layers)}")
     for layer, per_direction in enumerate(weights.layers):
         if len(per_direction) != config.num_directions:
-            raise LayoutError(
-                f"layer {layer}: expected {config.num_directions} directions, found {len(per_direction)}"
-            )
+            raise LayoutError(f"layer {layer}: expected {config.num_directions} directions, found {len(per_direction)}")
         shapes = config.parameter_shapes(layer)
         for direction, params in enumerate(per_direction):
             for name in PARAMETERS:

@@ -64,7 +64,7 @@ def load_object(spec: str, **options: object) -> Implementation:
     for needed in ("name", "capabilities", "run", "unavailable_reason"):
         if not hasattr(instance, needed):
             raise LSTMConformanceError(f"{spec!r} is not an Implementation: it has no {needed!r}")
-    return instance  # type: ignore[no-any-return]
+    return instance
 
 
 def get_implementation(name: str, **options: object) -> Implementation:

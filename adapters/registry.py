@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "torch-cell": "adapters.pytorch:TorchLSTMCell",
     "tf-cell": "adapters.tf_cell:TFCell",
     "tf-block": "adapters.tf_block:TFBlock",
+    "tf-block-v2": "adapters.tf_block:TFBlockV2",
     "keras": "adapters.keras_layer:KerasLSTM",
     "tf-keras": "adapters.keras_layer:TFKerasLSTM",
     "onnxruntime": "adapters.onnx_runtime:OnnxRuntimeLSTM",

@@ -1,8 +1,263 @@
-"""The ``lstm-conformance`` command line. Stub until issue 5 fills it in."""
+"""The ``lstm-conformance`` command line: convert, run, compare, inspect, check.
 
+This module builds the argument parser and turns errors into exit statuses; the commands live in
+``conformance.commands`` and are imported only when run, so that ``--help`` imports neither NumPy nor any
+framework (``tests/test_cli_help.py`` checks it).
+
+Exit status: 0 success; 1 a check failed (a conversion that does not verify, a ``compare`` beyond tolerance);
+2 a usage or input error, told in one line on stderr (``lstm-conformance: error: <problem>; <fix>``) with no
+traceback and no partial output file. An unexpected exception still shows its traceback: it is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+PROG = "lstm-conformance"
+FORMAT_NAMES = "torch, safetensors, keras, keras-h5, tf-checkpoint, onnx, npz"
+IMPLEMENTATION_NAMES = "reference, torch, torch-cell, tf-cell, tf-block, keras, tf-keras, onnxruntime, flax, ..."
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("lstm-conformance: not built yet", file=sys.stderr)
-    return 2
+class UsageError(Exception):
+    """A command line argparse refused; main prints it as one line."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise (one stderr line, from main) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+_DESCRIPTION = """\
+Do two LSTMs compute the same function? Convert LSTM weights between frameworks with proof, run one on given
+inputs, find where two model files part, list what a file holds, and run the conformance suite.
+
+formats (FMT, inferred from the file name where it can be): torch (.pt/.pth state_dict), safetensors,
+keras (.keras), keras-h5 (.h5, .weights.h5), tf-checkpoint (a prefix such as model.ckpt), onnx, npz (the
+canonical layout of reference/layout.py).
+
+exit status: 0 success; 1 a check failed (conversion not verified, compare beyond tolerance); 2 a usage or
+input error, told in one line on stderr."""
+
+_CONVERT = """\
+Read the LSTM in SRC, write it to DST in DST's format, then prove it: run SRC's own implementation on SRC's
+weights and DST's implementation on the weights read back from the written file, on the same random input
+(5 steps, batch 3, random initial states), in float64 where both run it (else float32), and compare y, h_n and
+c_n. Beyond tolerance (1e-9 in float64; 2e-4 where anything ran or was stored in float32) the conversion fails
+with exit 1 and DST is not written. DST is written atomically: to a temporary path in DST's directory, renamed
+into place only once it has verified. TF checkpoints do not store forget_bias: reading assumes TF's default 1.0
+(folded into the forget gate's bias) and says so; --forget-bias F sets it, and writing takes it off again."""
+
+_RUN = """\
+Run MODEL's LSTM with implementation IMPL on the arrays given (.npy files, time-major: X [T, B, I], H0
+[layers*dirs, B, Hout], C0 [layers*dirs, B, H], L [B] integers, DY [T, B, dirs*Hout]) and write OUT.npz with
+y, h_n and c_n in PyTorch's shapes whatever MODEL's framework. With --grad-output DY, OUT also holds grad_x,
+grad_h0, grad_c0 (gradients of sum(y*DY)) and grad/<name> for every parameter: when IMPL is MODEL's own
+implementation (--implementation native picks it) the names and shapes are the framework's own, as IMPL reports
+them (for a torch file, its state_dict keys: grad/weight_ih_l0, or grad/encoder.weight_ih_l0 for an LSTM under
+that prefix); when IMPL is another implementation they are the canonical names of reference/layout.py
+(grad/layers.0.forward.W, ...), since the file's layout is not IMPL's."""
+
+_COMPARE = """\
+Run the LSTMs in files A and B, each with its own implementation, on the same random input and random initial
+states, and say where they part: the outputs' error, the first layer, direction and time step beyond tolerance
+(found by running both models truncated to their first k layers), and which gates: the canonical weights'
+gate blocks compared one by one (a gate-order bug shows as swapped blocks), then A run with B's blocks of those
+gates, to show they explain the difference; where the weights agree, the reference tests what B computes
+instead (permuted gates, a shifted forget bias). Exit 0 when they agree, 1 when they do not."""
+
+_INSPECT = "List the LSTMs in MODEL and their layout: name, implementation, config, features, parameter shapes, notes."
+
+_CHECK = """\
+Run the conformance suite (the pytest plugin) over the installed implementations. Every argument after
+'check' goes to pytest unchanged: -n 2, -k EXPR, --lstm-implementations ..., --lstm-report DIR, ..."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    _add_convert(commands)
+    _add_run(commands)
+    _add_compare(commands)
+    _add_inspect(commands)
+    # `check` is dispatched before parsing (its arguments belong to pytest); listed here for --help.
+    commands.add_parser("check", help="run the conformance suite (pytest options pass through)", description=_CHECK)
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, summary: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
+
+
+def _add_reading(parser: argparse.ArgumentParser, *, select: bool = True) -> None:
+    parser.add_argument("--from", dest="from_format", metavar="FMT", help=f"the input's format ({FORMAT_NAMES})")
+    if select:
+        parser.add_argument("--select", metavar="NAME", help="which LSTM, when the file holds several")
+    parser.add_argument(
+        "--forget-bias", type=float, metavar="F", help="TF checkpoints: the cells' forget_bias (default: TF's 1.0)"
+    )
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
+    parser = _command(commands, "convert", "convert LSTM weights between formats, verified", _CONVERT)
+    parser.add_argument("src", metavar="SRC", help="the model file to read (a TF checkpoint: its prefix)")
+    parser.add_argument("dst", metavar="DST", help="the file to write")
+    _add_reading(parser)
+    parser.add_argument("--to", dest="to_format", metavar="FMT", help=f"DST's format ({FORMAT_NAMES})")
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32", "float16", "bfloat16"),
+        help="the dtype DST stores (default: the format's choice, usually the source's own)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    parser.add_argument("--no-verify", action="store_true", help="write without running both sides")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    parser = _command(commands, "run", "run one LSTM on given inputs, outputs and gradients to .npz", _RUN)
+    parser.add_argument("model", metavar="MODEL", help="the model file")
+    parser.add_argument(
+        "--implementation", required=True, metavar="IMPL", help=f"{IMPLEMENTATION_NAMES}, or native (MODEL's own)"
+    )
+    parser.add_argument("--input", required=True, metavar="X.npy", help="input [T, B, I]")
+    parser.add_argument("--h0", metavar="H0.npy", help="initial h [layers*dirs, B, Hout] (default zeros)")
+    parser.add_argument("--c0", metavar="C0.npy", help="initial c [layers*dirs, B, H] (default zeros)")
+    parser.add_argument("--seq-lens", metavar="L.npy", help="per-sample lengths [B], integers in 1..T")
+    parser.add_argument("--grad-output", metavar="DY.npy", help="cotangent of y [T, B, dirs*Hout]: adds gradients")
+    parser.add_argument(
+        "--dtype", choices=("float64", "float32"), help="compute dtype (default float64 where IMPL runs it)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    parser.add_argument("--output", required=True, metavar="OUT.npz", help="the .npz to write")
+    _add_reading(parser)
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    parser = _command(commands, "compare", "find where two model files compute differently", _COMPARE)
+    parser.add_argument("a", metavar="A", help="the first model file")
+    parser.add_argument("b", metavar="B", help="the second model file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    parser.add_argument("--steps", type=_positive, default=5, metavar="T", help="time steps (default 5)")
+    parser.add_argument("--batch", type=_positive, default=2, metavar="N", help="batch size (default 2)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+    parser.add_argument("--select-a", metavar="NAME", help="which LSTM of A, when it holds several")
+    parser.add_argument("--select-b", metavar="NAME", help="which LSTM of B, when it holds several")
+    parser.add_argument("--from-a", metavar="FMT", help="A's format, when its name does not say")
+    parser.add_argument("--from-b", metavar="FMT", help="B's format, when its name does not say")
+    parser.add_argument(
+        "--forget-bias", type=float, metavar="F", help="TF checkpoints: the cells' forget_bias (default: TF's 1.0)"
+    )
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    parser = _command(commands, "inspect", "list the LSTMs in a file and their layout", _INSPECT)
+    parser.add_argument("model", metavar="MODEL", help="the model file")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable listing")
+    _add_reading(parser, select=False)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _quiet_frameworks() -> None:
+    """Keep TensorFlow's Python-side deprecation chatter (tf.compat.v1 cells, dynamic_rnn) off stderr, where
+    this tool's own messages are one line each; its errors still show."""
+    import logging
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"`tf\.", category=UserWarning)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    _quiet_frameworks()
+    # Imported here: each command module imports NumPy and, when run, the frameworks it needs.
+    if args.command == "convert":
+        from conformance.commands.convert import convert_command as command
+    elif args.command == "run":
+        from conformance.commands.run import run_command as command
+    elif args.command == "compare":
+        from conformance.commands.compare import compare_command as command
+    else:
+        from conformance.commands.inspect import inspect_command as command
+    chosen: Callable[[argparse.Namespace], int] = command
+    return chosen(args)
+
+
+def _check(arguments: list[str]) -> int:
+    import conformance.plugin as plugin
+
+    check_main = getattr(plugin, "check_main", None)
+    if check_main is None:
+        raise UsageError("the conformance suite (conformance.plugin.check_main) is not installed in this build", PROG)
+    status: int = check_main(arguments)
+    return status
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _os_error_text(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}; check the path and its permissions"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lstm-conformance``; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line messages on stderr.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        if arguments[:1] == ["check"]:
+            return _check(arguments[1:])
+        args = build_parser().parse_args(arguments)
+        return _dispatch(args)
+    except UsageError as error:
+        print(f"{PROG}: error: {_one_line(str(error))}; see '{error.prog} --help'", file=sys.stderr)
+    except OSError as error:
+        print(f"{PROG}: error: {_one_line(_os_error_text(error))}", file=sys.stderr)
+    except SystemExit as exit_request:
+        # argparse's --help (and pytest under `check`) exit this way; main returns the status instead.
+        code = exit_request.code
+        return EXIT_OK if code is None else code if isinstance(code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        # Errors this project raises on purpose; anything else is a bug and keeps its traceback.
+        from reference.errors import LSTMConformanceError
+
+        if not isinstance(error, LSTMConformanceError):
+            raise
+        print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

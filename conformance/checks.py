@@ -1,0 +1,106 @@
+"""Assertion helpers in the array-api-tests style: keyword-only arguments, ``__tracebackhide__``, and a message
+"got X, should be Y [implementation, case, tensor, index]" with error, tolerance and a command that reproduces
+the failure alone.
+
+Every tensor of a test is measured first and all failures are reported together, so the report counts every
+check (one tensor comparison) even in a failing test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from conformance.tolerances import Tolerance
+
+
+@dataclass
+class Measurement:
+    """One tensor compared: the worst element by its fraction of the tolerance (``ratio`` > 1 fails)."""
+
+    tensor: str
+    ratio: float
+    index: tuple[int, ...]
+    got: float
+    expected: float
+    error: float
+    allowed: float
+    relative_error: float
+    shape_problem: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.shape_problem and self.ratio <= 1.0
+
+
+def measure(tensor: str, got: Any, expected: NDArray[Any], tolerance: Tolerance) -> Measurement:
+    """Compare ``got`` with ``expected`` elementwise: ``|got - expected| <= rtol * (|expected| + scale)``."""
+    expected = np.asarray(expected, dtype=np.float64)
+    if got is None:
+        return Measurement(tensor, np.inf, (), np.nan, np.nan, np.inf, 0.0, np.inf, "got None")
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != expected.shape:
+        problem = f"shape {got.shape}, should be {expected.shape}"
+        return Measurement(tensor, np.inf, (), np.nan, np.nan, np.inf, 0.0, np.inf, problem)
+    if expected.size == 0:
+        return Measurement(tensor, 0.0, (), 0.0, 0.0, 0.0, 0.0, 0.0)
+    scale = float(np.max(np.abs(expected)))
+    error = np.abs(got - expected)
+    allowed = tolerance.rtol * (np.abs(expected) + max(scale, 1e-30))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(np.isfinite(got), error / allowed, np.inf)
+    flat = int(np.argmax(np.nan_to_num(ratios, nan=np.inf)))
+    index = tuple(int(i) for i in np.unravel_index(flat, expected.shape))
+    max_error = float(np.nanmax(np.where(np.isfinite(got), error, np.inf)))
+    return Measurement(
+        tensor=tensor,
+        ratio=float(ratios[index]),
+        index=index,
+        got=float(got[index]),
+        expected=float(expected[index]),
+        error=float(error[index]),
+        allowed=float(allowed[index]),
+        relative_error=max_error / scale if scale else max_error,
+    )
+
+
+def describe_failure(measurement: Measurement, *, implementation: str, case: str) -> str:
+    where = f"[{implementation}, {case}, {measurement.tensor}"
+    if measurement.shape_problem:
+        return f"{measurement.tensor}: got {measurement.shape_problem} {where}]"
+    return (
+        f"{measurement.tensor}: got {measurement.got:.9g}, should be {measurement.expected:.9g} "
+        f"{where}, index {measurement.index}]; error {measurement.error:.3g} > tolerance {measurement.allowed:.3g} "
+        f"({measurement.ratio:.3g}x)"
+    )
+
+
+def assert_all_close(
+    *,
+    measurements: list[Measurement],
+    implementation: str,
+    case: str,
+    tolerance: Tolerance,
+    reproduce: str,
+) -> None:
+    """Fail with every tensor that is out of tolerance, worst first, then the tolerance and the command."""
+    __tracebackhide__ = True
+    failed = sorted((m for m in measurements if not m.passed), key=lambda m: -m.ratio)
+    if not failed:
+        return
+    lines = [describe_failure(m, implementation=implementation, case=case) for m in failed]
+    passed = len(measurements) - len(failed)
+    lines.append(f"{len(failed)} of {len(measurements)} tensors out of tolerance ({passed} within)")
+    lines.append(f"tolerance: {tolerance.describe()}")
+    lines.append(f"reproduce alone: {reproduce}")
+    raise AssertionError("\n".join(lines))
+
+
+def assert_math_mode(*, problem: str | None, implementation: str, case: str, reproduce: str) -> None:
+    """Fail when a run computed in another math mode than asked (a TF32 run under a strict request)."""
+    __tracebackhide__ = True
+    if problem:
+        raise AssertionError(f"math mode: {problem} [{implementation}, {case}]\nreproduce alone: {reproduce}")

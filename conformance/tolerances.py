@@ -1,0 +1,128 @@
+"""Tolerances as data: how far an implementation may be from the float64 reference, and why.
+
+An element passes when ``|got - expected| <= rtol(T) * (|expected| + scale)``, where ``scale`` is the largest
+``|expected|`` of the tensor (so near-zero elements of a tensor get an absolute tolerance in proportion to the
+tensor, instead of an arbitrary atol) and ``rtol(T) = rtol * growth(T)``.
+
+``growth(T) = max(1, (T / 10) ** 0.25)``: ../shared/DESIGN.md measured the errors of cuDNN runs barely growing
+from T=10 to T=1000; a quarter power (x3.2 at T=1000) allows for that growth with margin.
+
+The reference runs on inputs and weights already rounded to the dtype under test (``cases.round_to_dtype``), so
+only the arithmetic of the run separates got from expected.
+
+Rules are keyed by math mode (float64, float32, tf32, float16, bfloat16), implementation, device and check;
+the most specific matching rule wins (``"*"`` matches anything). The math mode comes from what was asked:
+float32 on CUDA with ``--lstm-allow-tf32`` is checked as "tf32", strict float32 as "float32", so a TF32 result
+is never judged by a float32 tolerance, and a strict run that reports TF32 fails (``strict_mode_violation``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Math modes, by the name the report and the rules use.
+MATH_MODES: tuple[str, ...] = ("float64", "float32", "tf32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ToleranceRule:
+    math_mode: str
+    rtol: float
+    reason: str
+    implementation: str = "*"
+    device: str = "*"
+    check: str = "*"
+
+    def matches(self, math_mode: str, implementation: str, device: str, check: str) -> bool:
+        return (
+            self.math_mode == math_mode
+            and self.implementation in ("*", implementation, implementation.split(":")[0])
+            and self.device in ("*", device)
+            and self.check in ("*", check)
+        )
+
+    def specificity(self) -> int:
+        return sum(value != "*" for value in (self.implementation, self.device, self.check))
+
+
+RULES: tuple[ToleranceRule, ...] = (
+    ToleranceRule(
+        "float64",
+        1e-12,
+        "float64 against float64: only the order of summation differs (unit roundoff 1.1e-16); measured on this "
+        "grid (torch, TF, Keras, Flax on CPU): at most 8e-16 relative, so ~1000x margin",
+    ),
+    ToleranceRule(
+        "float32",
+        5e-6,
+        "strict float32 (unit roundoff 6e-8) on inputs already rounded to float32; measured on this grid on CPU: "
+        "at most 3.2e-7; DESIGN.md measures cuDNN float32 with TF32 off at 3e-7 normwise",
+    ),
+    ToleranceRule(
+        "float32",
+        1e-5,
+        "float32 gradients sum T*B products per parameter element; measured on this grid on CPU: at most 5.4e-7; "
+        "DESIGN.md measures cuDNN grad W_hh at up to 9e-7 normwise",
+        check="gradients",
+    ),
+    ToleranceRule(
+        "tf32",
+        5e-3,
+        "TF32 matmuls (10-bit mantissa, unit roundoff 4.9e-4); DESIGN.md measures cuDNN with TF32 on at 3e-4 "
+        "(outputs) and 4e-4 (gradients) normwise on an H200; elementwise allowance ~10x",
+    ),
+    ToleranceRule(
+        "float16",
+        1e-2,
+        "float16 (unit roundoff 4.9e-4); DESIGN.md measures cuDNN float16 at 4.5e-4 (outputs), 7.7e-4 (gradients)",
+    ),
+    ToleranceRule(
+        "bfloat16",
+        6e-2,
+        "bfloat16 (unit roundoff 3.9e-3); DESIGN.md measures cuDNN bfloat16 at 3.6e-3 (outputs), 6.2e-3 (gradients)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The tolerance one comparison uses: the rule's rtol times growth(T), with the rule kept for messages."""
+
+    rtol: float
+    steps: int
+    rule: ToleranceRule
+
+    def describe(self) -> str:
+        return f"rtol {self.rtol:.3g} ({self.rule.math_mode}, T={self.steps}: {self.rule.reason})"
+
+
+def growth(steps: int) -> float:
+    return max(1.0, (steps / 10.0) ** 0.25)
+
+
+def tolerance_for(math_mode: str, implementation: str, device: str, check: str, steps: int) -> Tolerance:
+    """The most specific rule matching; every math mode has a default rule, so this always finds one."""
+    matching = [rule for rule in RULES if rule.matches(math_mode, implementation, device, check)]
+    if not matching:
+        raise KeyError(f"no tolerance rule for math mode {math_mode!r}; known: {', '.join(MATH_MODES)}")
+    rule = max(matching, key=ToleranceRule.specificity)
+    return Tolerance(rule.rtol * growth(steps), steps, rule)
+
+
+def combined(first: Tolerance, second: Tolerance) -> Tolerance:
+    """Two implementations compared with each other: each may be its own tolerance from the reference."""
+    rule = first.rule if first.rtol >= second.rtol else second.rule
+    merged = ToleranceRule(rule.math_mode, first.rtol + second.rtol, f"sum of both sides' tolerances; {rule.reason}")
+    return Tolerance(first.rtol + second.rtol, first.steps, merged)
+
+
+def math_mode_for(dtype: str, mode: str) -> str:
+    """The math mode a run is checked in: "strict"/"tf32" combined with the dtype."""
+    return "tf32" if mode == "tf32" else dtype
+
+
+def strict_mode_violation(requested_mode: str, reported: str) -> str | None:
+    """A message when a run asked to be strict reports reduced-precision math (it ignored allow_tf32=False)."""
+    if requested_mode == "strict" and "tf32" in reported.lower():
+        return f"ran with math mode {reported!r} although strict mode (allow_tf32=False) was asked"
+    return None

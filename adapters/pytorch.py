@@ -47,7 +47,7 @@ from adapters.base import (
     RunResult,
 )
 from reference.errors import LayoutError, UnsupportedFeatureError
-from reference.layout import FloatArray, LayerWeights, LSTMConfig, LSTMWeights, parameter_key
+from reference.layout import FloatArray, LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
 
 FRAMEWORK = "PyTorch"
 
@@ -110,20 +110,6 @@ def refuse_unsupported(config: LSTMConfig, supported: frozenset[str]) -> None:
             raise UnsupportedFeatureError(FRAMEWORK, feature, _ACTIVATION_HINT)
         if feature not in supported:
             raise UnsupportedFeatureError(FRAMEWORK, feature, _MISSING_FEATURE_HINTS.get(feature, ""))
-
-
-def require_zero_biases(weights: LSTMWeights) -> None:
-    """A bias=False config must carry zero biases: PyTorch would drop nonzero ones and change the function."""
-    if weights.config.bias:
-        return
-    for layer, per_direction in enumerate(weights.layers):
-        for direction, params in enumerate(per_direction):
-            for name in ("Wb", "Rb"):
-                if np.any(getattr(params, name) != 0):
-                    raise LayoutError(
-                        f"{parameter_key(layer, direction, name)} is nonzero but the config has bias=False, and "
-                        "nn.LSTM(bias=False) has no bias parameters; zero the biases or set bias=True"
-                    )
 
 
 def _to_native(weights: LSTMWeights, key_of: KeyOf) -> dict[str, FloatArray]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 PROG = "lstm-conformance"
@@ -228,6 +229,36 @@ def _os_error_text(error: OSError) -> str:
     return f"{where}{error.strerror or error}; check the path and its permissions"
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what C and C++ libraries write straight to file descriptor 2 (TensorFlow's absl start-up lines,
+    past TF_CPP_MIN_LOG_LEVEL) to /dev/null while a command runs, so that they do not bury the one-line
+    messages; Python's sys.stderr (our messages, warnings, tracebacks) keeps the real stream.
+    LSTM_CONFORMANCE_NATIVE_LOGS=1 keeps the native output, for debugging a framework."""
+    try:
+        python_stderr_is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a capture, as under pytest's capsys
+        python_stderr_is_fd2 = False
+    if not python_stderr_is_fd2 or os.environ.get("LSTM_CONFORMANCE_NATIVE_LOGS") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    original = sys.stderr
+    sys.stderr = os.fdopen(os.dup(real_stderr), "w", buffering=1, encoding=original.encoding, errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        os.dup2(real_stderr, 2)
+        os.close(real_stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lstm-conformance``; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -237,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments[:1] == ["check"]:
             return _check(arguments[1:])
         args = build_parser().parse_args(arguments)
-        return _dispatch(args)
+        with _native_stderr_silenced():
+            return _dispatch(args)
     except UsageError as error:
         print(f"{PROG}: error: {_one_line(str(error))}; see '{error.prog} --help'", file=sys.stderr)
     except OSError as error:

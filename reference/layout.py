@@ -393,6 +393,20 @@ def _validate_parameter(
         raise LayoutError(f"{key}: expected shape {expected}, found {value.shape}")
 
 
+def require_zero_biases(weights: LSTMWeights) -> None:
+    """A bias=False model has no bias parameters: its Wb and Rb must be zeros, never silently dropped or used."""
+    if weights.config.bias:
+        return
+    for layer, per_direction in enumerate(weights.layers):
+        for direction, params in enumerate(per_direction):
+            for name in ("Wb", "Rb"):
+                if np.any(getattr(params, name) != 0):
+                    raise LayoutError(
+                        f"{parameter_key(layer, direction, name)} is nonzero but the config has bias=False "
+                        "(no bias parameters); zero the biases or set bias=True"
+                    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The .npz file
 # ----------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from reference.activations import ActivationFunction, resolve
 from reference.inputs import PreparedInputs, prepare_inputs
-from reference.layout import LayerWeights, LSTMConfig, LSTMWeights
+from reference.layout import LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
 
 F64 = NDArray[np.float64]
 
@@ -50,12 +50,25 @@ class LSTMOutputs:
 
 @dataclass
 class LSTMGradients:
-    """Gradients of ``sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)``: input, initial states, parameters."""
+    """Gradients of ``sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)``: input, initial states, parameters.
+
+    With ``config.bias`` False the model has no bias parameters, so the canonical ``Wb``/``Rb`` gradients are
+    zero, whichever implementation computed them (TF's cells and Flax keep a bias variable held at zero and
+    report its gradient under their native names only). Enforced here, once, for every implementation.
+    """
 
     x: F64
     h0: F64
     c0: F64
     weights: LSTMWeights
+
+    def __post_init__(self) -> None:
+        if self.weights.config.bias:
+            return
+        for per_direction in self.weights.layers:
+            for params in per_direction:
+                params.Wb = np.zeros_like(params.Wb)
+                params.Rb = np.zeros_like(params.Rb)
 
 
 def lstm_forward(
@@ -453,6 +466,7 @@ class _Network:
     """One run over prepared inputs: sorts the batch by length (longest first) and undoes it on the way out."""
 
     def __init__(self, weights: LSTMWeights, inputs: PreparedInputs, keep_preactivations: bool = False) -> None:
+        require_zero_biases(weights)
         self.config = weights.config
         self.cell = _Cell.from_config(weights.config, keep_preactivations)
         self.params = [[_Params.from_layer(d) for d in layer] for layer in weights.layers]

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from adapters.base import RunInputs, RunOptions
 from adapters.registry import get_implementation
 from reference.activations import resolve
-from reference.errors import NotImplementedOptionError, UnsupportedFeatureError
+from reference.errors import LayoutError, NotImplementedOptionError, UnsupportedFeatureError
 from reference.layout import (
     ACTIVATION_PARAMETERS,
     GATES,
@@ -202,6 +202,13 @@ def test_input_forget_couples_f_to_i_and_ignores_the_f_rows(weights: LSTMWeights
 def test_no_bias_config_has_zero_biases(weights: LSTMWeights) -> None:
     no_bias = random_weights(replace(BASE, bias=False), np.random.default_rng(1))
     assert not any(p.Wb.any() or p.Rb.any() for layer in no_bias.layers for p in layer)
+
+
+def test_no_bias_config_refuses_nonzero_biases() -> None:
+    no_bias = random_weights(replace(BASE, bias=False), np.random.default_rng(1))
+    no_bias.layers[0][0].Rb[0] = 0.5
+    with pytest.raises(LayoutError, match=r"layers\.0\.forward\.Rb is nonzero but the config has bias=False"):
+        run(no_bias)
 
 
 def test_the_two_bias_split_does_not_change_the_function(weights: LSTMWeights) -> None:

@@ -182,8 +182,6 @@ def _gradient_measurements(
     ]
     got_parameters = got.weights.named_arrays() if got is not None else {}
     for key, value in expected.weights.named_arrays().items():
-        if not expected.weights.config.bias and key.endswith(("Wb", "Rb")):
-            continue  # bias=False: the biases are fixed zeros, not parameters, and have no gradient to compare
         found.append(measure(f"grad[{key}]", got_parameters.get(key), value, tolerance))
     return found
 

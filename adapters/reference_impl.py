@@ -7,7 +7,7 @@ import numpy as np
 
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
 from reference.layout import ACTIVATION_PARAMETERS, LSTMWeights
-from reference.lstm import lstm_forward, lstm_forward_backward
+from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
 
 #: Every feature ``LSTMConfig.features()`` can name, apart from activations (checked per role below).
 REFERENCE_FEATURES = frozenset(
@@ -23,6 +23,21 @@ REFERENCE_FEATURES = frozenset(
         "proj_clip",
     }
 )
+
+
+def reference_run(weights: LSTMWeights, inputs: RunInputs) -> tuple[LSTMOutputs, LSTMGradients]:
+    """The reference's outputs and gradients for ``inputs`` (zero gradients where no cotangent is given)."""
+    return lstm_forward_backward(
+        weights,
+        inputs.x,
+        inputs.h0,
+        inputs.c0,
+        inputs.seq_lens,
+        dy=inputs.dy,
+        dh_n=inputs.dh_n,
+        dc_n=inputs.dc_n,
+        batch_first=inputs.batch_first,
+    )
 
 
 class ReferenceImplementation(Implementation):
@@ -48,9 +63,7 @@ class ReferenceImplementation(Implementation):
         if not inputs.wants_gradients:
             outputs = lstm_forward(*arguments, batch_first=inputs.batch_first)
             return RunResult(y=outputs.y, h_n=outputs.h_n, c_n=outputs.c_n, math_mode="float64")
-        outputs, grads = lstm_forward_backward(
-            *arguments, dy=inputs.dy, dh_n=inputs.dh_n, dc_n=inputs.dc_n, batch_first=inputs.batch_first
-        )
+        outputs, grads = reference_run(weights, inputs)
         # The canonical names are the reference's native names.
         native = {key: np.asarray(value, dtype=np.float64) for key, value in grads.weights.named_arrays().items()}
         gradients = Gradients(x=grads.x, h0=grads.h0, c0=grads.c0, weights=grads.weights, native=native)

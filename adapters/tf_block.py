@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from adapters.tf_cell import import_tensorflow, tensorflow_unavailable_reason
+from adapters.tf_cell import import_tensorflow, numpy64, tape_gradients, tensorflow_unavailable_reason
 from reference.errors import LSTMConformanceError, UnsupportedFeatureError
 from reference.layout import GATES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
@@ -90,10 +90,6 @@ def from_block_gradients(
         Rb=bias.copy(),
         P=np.stack([grads[name] for name in PEEPHOLE_INPUTS]) if peepholes else None,
     )
-
-
-def _numpy64(value: Any) -> _F64:
-    return np.asarray(value.numpy(), dtype=np.float64)
 
 
 class _BlockOp:
@@ -243,27 +239,21 @@ class TFBlock(Implementation):
                 y, h_n, c_n = _run_stack(tf, op, config, x, h0, c0, params)
             gradients = None
             if prepared.wants_gradients:
-                cotangents = [tf.constant(a, dtype=dtype) for a in (prepared.dy, prepared.dh_n, prepared.dc_n)]
-                found = tape.gradient(
-                    [y, h_n, c_n],
-                    [x, h0, c0, *params.values()],
-                    output_gradients=cotangents,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                grad_x, grad_h0, grad_c0, native = tape_gradients(
+                    tf, tape, (y, h_n, c_n), prepared, (x, h0, c0), params, dtype
                 )
-                native = {name: _numpy64(g) for name, g in zip(params, found[3:], strict=True)}
-                grad_x = _numpy64(found[0])
                 gradients = Gradients(
                     x=grad_x.swapaxes(0, 1) if inputs.batch_first else grad_x,
-                    h0=_numpy64(found[1]),
-                    c0=_numpy64(found[2]),
+                    h0=grad_h0,
+                    c0=grad_c0,
                     weights=self._canonical_gradients(config, native, op.gates),
                     native=self._present(config, native),
                 )
-        y_out = _numpy64(y)
+        y_out = numpy64(y)
         return RunResult(
             y=y_out.swapaxes(0, 1) if inputs.batch_first else y_out,
-            h_n=_numpy64(h_n),
-            c_n=_numpy64(c_n),
+            h_n=numpy64(h_n),
+            c_n=numpy64(c_n),
             math_mode=options.dtype,
             gradients=gradients,
         )

@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
 from reference.errors import FrameworkMissingError, LSTMConformanceError, UnsupportedFeatureError
+from reference.inputs import PreparedInputs
 from reference.layout import GATES, PEEPHOLES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
 #: TF's gate blocks ``i, j, f, o`` in canonical names (BasicLSTMCell.call / LSTMCell.call split order).
@@ -351,8 +352,30 @@ class _Network:
         return layer_input, tf.stack(h_n), tf.stack(c_n)
 
 
-def _numpy64(value: Any) -> _F64:
+def numpy64(value: Any) -> _F64:
     return np.asarray(value.numpy(), dtype=np.float64)
+
+
+def tape_gradients(
+    tf: Any,
+    tape: Any,
+    outputs: tuple[Any, Any, Any],
+    prepared: PreparedInputs,
+    inputs: tuple[Any, Any, Any],
+    variables: Mapping[str, Any],
+    dtype: Any,
+) -> tuple[_F64, _F64, _F64, dict[str, _F64]]:
+    """Gradients of (y, h_n, c_n) against the prepared cotangents: x, h0, c0 (time-major) and every variable by
+    its native name, float64. Shared by the tf-cell and tf-block adapters."""
+    cotangents = [tf.constant(a, dtype=dtype) for a in (prepared.dy, prepared.dh_n, prepared.dc_n)]
+    found = tape.gradient(
+        list(outputs),
+        [*inputs, *variables.values()],
+        output_gradients=cotangents,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    native = {name: numpy64(g) for name, g in zip(variables, found[3:], strict=True)}
+    return numpy64(found[0]), numpy64(found[1]), numpy64(found[2]), native
 
 
 class TFCell(Implementation):
@@ -413,28 +436,21 @@ class TFCell(Implementation):
                 y, h_n, c_n = network(x, h0, c0, seq_lens)
             gradients = None
             if prepared.wants_gradients:
-                cotangents = [tf.constant(a, dtype=dtype) for a in (prepared.dy, prepared.dh_n, prepared.dc_n)]
-                sources = [x, h0, c0, *variables.values()]
-                found = tape.gradient(
-                    [y, h_n, c_n],
-                    sources,
-                    output_gradients=cotangents,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                grad_x, grad_h0, grad_c0, native = tape_gradients(
+                    tf, tape, (y, h_n, c_n), prepared, (x, h0, c0), variables, dtype
                 )
-                native = {name: _numpy64(g) for name, g in zip(variables, found[3:], strict=True)}
-                grad_x = _numpy64(found[0])
                 gradients = Gradients(
                     x=grad_x.swapaxes(0, 1) if inputs.batch_first else grad_x,
-                    h0=_numpy64(found[1]),
-                    c0=_numpy64(found[2]),
+                    h0=grad_h0,
+                    c0=grad_c0,
                     weights=from_tf_variables(config, native, self.forget_bias, cell, gradients=True),
                     native=native,
                 )
-        y_out = _numpy64(y)
+        y_out = numpy64(y)
         return RunResult(
             y=y_out.swapaxes(0, 1) if inputs.batch_first else y_out,
-            h_n=_numpy64(h_n),
-            c_n=_numpy64(c_n),
+            h_n=numpy64(h_n),
+            c_n=numpy64(c_n),
             math_mode=options.dtype,
             gradients=gradients,
         )

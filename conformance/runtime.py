@@ -13,11 +13,11 @@ from functools import cache
 from typing import Any
 
 from adapters.base import Implementation, RunOptions, RunResult
+from adapters.reference_impl import reference_run
 from adapters.registry import available_names, get_implementation, load_object
 from conformance.cases import IMPLEMENTATION_VARIANTS, Case, CaseData, make_case_data
 from conformance.settings import SuiteSettings
 from reference.errors import LSTMConformanceError
-from reference.lstm import lstm_forward_backward
 
 
 @dataclass(frozen=True)
@@ -97,18 +97,7 @@ def case_data(case: Case, seed: int, dtype: str) -> CaseData:
 def reference_result(case: Case, seed: int, dtype: str) -> Any:
     """The float64 reference's outputs and gradients for the case's numbers rounded to ``dtype``."""
     data = case_data(case, seed, dtype)
-    inputs = data.inputs
-    return lstm_forward_backward(
-        data.weights,
-        inputs.x,
-        inputs.h0,
-        inputs.c0,
-        inputs.seq_lens,
-        dy=inputs.dy,
-        dh_n=inputs.dh_n,
-        dc_n=inputs.dc_n,
-        batch_first=inputs.batch_first,
-    )
+    return reference_run(data.weights, data.inputs)
 
 
 _RUNS: dict[tuple[Target, Case, int, RunOptions, bool], RunResult | BaseException] = {}

@@ -13,6 +13,7 @@ pytest.importorskip("flax", reason="flax is not installed (pip install 'lstm-con
 
 from adapters.base import Implementation, RunInputs, RunOptions, RunResult
 from adapters.flax_cell import FlaxLSTMCell, FlaxOptimizedLSTMCell, to_flax_params
+from adapters.reference_impl import reference_run
 from adapters.registry import get_implementation
 from reference.errors import UnsupportedFeatureError
 from reference.layout import Activation, LSTMConfig, random_weights
@@ -55,17 +56,7 @@ class Case:
         )
 
     def reference(self) -> tuple[LSTMOutputs, LSTMGradients]:
-        return lstm_forward_backward(
-            self.weights,
-            self.x,
-            self.h0,
-            self.c0,
-            self.seq_lens,
-            dy=self.dy,
-            dh_n=self.dh_n,
-            dc_n=self.dc_n,
-            batch_first=self.batch_first,
-        )
+        return reference_run(self.weights, self.inputs())
 
 
 def errors(result: RunResult, outputs: LSTMOutputs, gradients: LSTMGradients) -> dict[str, float]:

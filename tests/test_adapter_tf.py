@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from adapters.base import RunInputs, RunOptions
+from adapters.reference_impl import reference_run
 from adapters.registry import get_implementation
 from adapters.tf_block import (
     BLOCK_LSTM_GATES,
@@ -61,16 +62,7 @@ def _inputs(config: LSTMConfig, rng: np.random.Generator, seq_lens: list[int] | 
 def _errors(implementation: Any, weights: LSTMWeights, inputs: RunInputs, dtype: str) -> dict[str, float]:
     """Relative error of every output and gradient against the reference, by name."""
     found = implementation.run(weights, inputs, RunOptions(dtype=dtype))
-    outputs, grads = lstm_forward_backward(
-        weights,
-        inputs.x,
-        inputs.h0,
-        inputs.c0,
-        inputs.seq_lens,
-        dy=inputs.dy,
-        dh_n=inputs.dh_n,
-        dc_n=inputs.dc_n,
-    )
+    outputs, grads = reference_run(weights, inputs)
     assert found.math_mode == dtype
     assert found.gradients is not None
     errors = {name: _relative(getattr(found, name), getattr(outputs, name)) for name in ("y", "h_n", "c_n")}

@@ -25,10 +25,10 @@ from adapters.pytorch import (
     to_cell_state_dict,
     to_state_dict,
 )
+from adapters.reference_impl import reference_run
 from adapters.registry import get_implementation
 from reference.errors import LayoutError, UnsupportedFeatureError
 from reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward_backward
 
 torch: Any = pytest.importorskip("torch")
 # torch says that its CPU kernel with proj_size falls back from oneDNN; the fallback is what runs and is checked.
@@ -78,20 +78,6 @@ def make_inputs(config: LSTMConfig, case: Case, rng: np.random.Generator) -> Run
         dy=dy,
         dh_n=rng.normal(size=(states, BATCH, out)),
         dc_n=rng.normal(size=(states, BATCH, config.hidden_size)),
-    )
-
-
-def reference_run(weights: LSTMWeights, inputs: RunInputs) -> tuple[LSTMOutputs, LSTMGradients]:
-    return lstm_forward_backward(
-        weights,
-        inputs.x,
-        inputs.h0,
-        inputs.c0,
-        inputs.seq_lens,
-        dy=inputs.dy,
-        dh_n=inputs.dh_n,
-        dc_n=inputs.dc_n,
-        batch_first=inputs.batch_first,
     )
 
 

@@ -48,7 +48,16 @@ from numpy.typing import NDArray
 
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
 from reference.errors import FrameworkMissingError, LayoutError, UnsupportedFeatureError
-from reference.layout import GATES, Activation, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from reference.layout import (
+    GATES,
+    Activation,
+    LayerWeights,
+    LSTMConfig,
+    LSTMWeights,
+    reorder_gates,
+    require_zero_biases,
+    transposed,
+)
 
 F64 = NDArray[np.float64]
 
@@ -218,17 +227,16 @@ def keras_layer_weights(weights: LSTMWeights, dtype: Any = None) -> list[list[ND
     """For each Keras layer, the list ``layer.set_weights`` takes: [kernel, recurrent_kernel, bias] per
     direction (forward first; bias only with ``config.bias``), cast to ``dtype`` (default: kept)."""
     config = weights.config
+    require_zero_biases(weights)
     per_layer = []
-    for layer, directions in enumerate(weights.layers):
+    for directions in weights.layers:
         arrays: list[NDArray[Any]] = []
-        for direction, params in enumerate(directions):
-            arrays.append(reorder_gates(params.W, GATES, KERAS_GATES).T)
-            arrays.append(reorder_gates(params.R, GATES, KERAS_GATES).T)
+        for params in directions:
+            arrays.append(transposed(reorder_gates(params.W, GATES, KERAS_GATES)))
+            arrays.append(transposed(reorder_gates(params.R, GATES, KERAS_GATES)))
             if config.bias:
                 arrays.append(reorder_gates(params.Wb + params.Rb, GATES, KERAS_GATES))
-            elif np.any(params.Wb) or np.any(params.Rb):
-                raise LayoutError(f"layers.{layer}.{direction}: config.bias is False but the biases are not zero")
-        per_layer.append([np.ascontiguousarray(a, dtype=dtype or a.dtype) for a in arrays])
+        per_layer.append([np.asarray(a, dtype=dtype or a.dtype) for a in arrays])
     return per_layer
 
 
@@ -251,8 +259,8 @@ def canonical_from_keras_weights(config: LSTMConfig, per_layer: Sequence[Sequenc
             Wb = reorder_gates(bias[0], KERAS_GATES, GATES) if bias else np.zeros(4 * config.hidden_size, kernel.dtype)
             directions.append(
                 LayerWeights(
-                    W=reorder_gates(kernel.T, KERAS_GATES, GATES),
-                    R=reorder_gates(recurrent.T, KERAS_GATES, GATES),
+                    W=reorder_gates(transposed(kernel), KERAS_GATES, GATES),
+                    R=reorder_gates(transposed(recurrent), KERAS_GATES, GATES),
                     Wb=Wb,
                     Rb=np.zeros_like(Wb),
                 )

@@ -193,23 +193,21 @@ def _peepholes_to_onnx(P: NDArray[Any]) -> NDArray[Any]:
 
 
 def layer_from_onnx(arrays: OnnxLayerArrays, hidden_size: int) -> list[LayerWeights]:
-    """Inverse of ``layer_to_onnx``: W, R, B, P of one LSTM node -> canonical weights per direction
-    (float64; zero biases where B is absent)."""
+    """Inverse of ``layer_to_onnx``: W, R, B, P of one LSTM node -> canonical weights per direction, in the
+    file's own dtype (zero biases where B is absent)."""
     layers = []
     for direction in range(arrays.W.shape[0]):
-        W = reorder_gates(np.asarray(arrays.W[direction], dtype=np.float64), ONNX_GATES, GATES)
-        R = reorder_gates(np.asarray(arrays.R[direction], dtype=np.float64), ONNX_GATES, GATES)
+        W = reorder_gates(np.asarray(arrays.W[direction]), ONNX_GATES, GATES)
+        R = reorder_gates(np.asarray(arrays.R[direction]), ONNX_GATES, GATES)
         if arrays.B is None:
-            Wb, Rb = np.zeros(4 * hidden_size), np.zeros(4 * hidden_size)
+            Wb, Rb = np.zeros(4 * hidden_size, W.dtype), np.zeros(4 * hidden_size, W.dtype)
         else:
-            both = np.asarray(arrays.B[direction], dtype=np.float64)
+            both = np.asarray(arrays.B[direction])
             Wb = reorder_gates(both[: 4 * hidden_size], ONNX_GATES, GATES)
             Rb = reorder_gates(both[4 * hidden_size :], ONNX_GATES, GATES)
         P = None
         if arrays.P is not None:
-            rows = dict(
-                zip(ONNX_PEEPHOLES, np.split(np.asarray(arrays.P[direction], dtype=np.float64), 3), strict=True)
-            )
+            rows = dict(zip(ONNX_PEEPHOLES, np.split(np.asarray(arrays.P[direction]), 3), strict=True))
             P = np.stack([rows[gate] for gate in PEEPHOLES])
         layers.append(LayerWeights(W=W, R=R, Wb=Wb, Rb=Rb, P=P))
     return layers

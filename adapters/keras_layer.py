@@ -395,10 +395,10 @@ class _KerasImplementation(Implementation):
     def run(self, weights: LSTMWeights, inputs: RunInputs, options: RunOptions) -> RunResult:
         config = weights.config
         check_keras_config(config, self.flavor)
+        # Devices are CPU only (check_supported): allow_tf32 permits reduced-precision matmuls, a CPU has none,
+        # so the run computes in its dtype whatever allow_tf32 says and math_mode reports that dtype, as the
+        # other adapters' CPU runs do.
         self.check_supported(config, inputs, options)
-        if options.allow_tf32:
-            # Only CPUs here, where there is no TF32; refusing keeps the option from being ignored.
-            raise UnsupportedFeatureError(self.flavor.framework, "allow_tf32", "this adapter runs on the CPU only")
         keras = self.flavor.import_keras()
         import tensorflow as tf
 

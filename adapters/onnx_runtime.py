@@ -558,6 +558,15 @@ class OnnxRuntimeLSTM(Implementation):
             providers = [("CUDAExecutionProvider", {"use_tf32": int(options.allow_tf32)})]
             math_mode = "tf32" if options.allow_tf32 else "float32"
         session = onnxruntime.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        if options.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            # ONNX Runtime falls back to the CPU, with a logged warning, when the CUDA provider cannot start
+            # (no GPU, no CUDA or cuDNN libraries): a cuda run must not be reported from the CPU.
+            raise UnsupportedFeatureError(
+                self.framework,
+                "device cuda",
+                f"the CUDA execution provider did not start here (session providers {session.get_providers()}); "
+                "check the CUDA and cuDNN libraries onnxruntime-gpu needs, or run on the CPU",
+            )
         outputs = session.run([OUTPUT_Y, OUTPUT_H, OUTPUT_C], _feeds(weights.config, inputs, signature, "float32"))
         return _result(outputs, math_mode)
 

@@ -42,7 +42,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from adapters.tf_cell import import_tensorflow, numpy64, tape_gradients, tensorflow_unavailable_reason
+from adapters.tf_cell import (
+    folded_bias,
+    fused_kernel,
+    import_tensorflow,
+    numpy64,
+    split_fused_kernel,
+    tape_gradients,
+    tensorflow_unavailable_reason,
+)
 from reference.errors import LSTMConformanceError, UnsupportedFeatureError
 from reference.layout import GATES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
@@ -62,16 +70,10 @@ def native_prefix(config: LSTMConfig, layer: int, direction: int) -> str:
 
 
 def to_block(weights: LayerWeights, gates: tuple[str, ...], forget_bias: float) -> dict[str, FloatArray]:
-    """One canonical layer/direction as the op's ``w``, ``b``, ``wci``, ``wcf``, ``wco``."""
+    """One canonical layer/direction as the op's ``w``, ``b``, ``wci``, ``wcf``, ``wco`` (the fused kernel and
+    folded bias of ``tf_cell``, in the op's gate order)."""
     hidden = weights.W.shape[0] // len(GATES)
-    bias = weights.Wb + weights.Rb
-    if forget_bias:
-        start = GATES.index("f") * hidden
-        bias[start : start + hidden] -= forget_bias
-    arrays = {
-        "w": np.ascontiguousarray(reorder_gates(np.concatenate([weights.W, weights.R], axis=1), GATES, gates).T),
-        "b": reorder_gates(bias, GATES, gates),
-    }
+    arrays = {"w": fused_kernel(weights, gates), "b": folded_bias(weights, gates, forget_bias)}
     for row, name in enumerate(PEEPHOLE_INPUTS):
         arrays[name] = weights.P[row].copy() if weights.P is not None else np.zeros(hidden, dtype=weights.W.dtype)
     return arrays
@@ -81,11 +83,11 @@ def from_block_gradients(
     grads: Mapping[str, FloatArray], gates: tuple[str, ...], input_size: int, peepholes: bool
 ) -> LayerWeights:
     """Gradients of the op's inputs as canonical gradients (``b`` feeds both Wb and Rb)."""
-    rows = reorder_gates(np.ascontiguousarray(grads["w"].T), gates, GATES)
+    W, R = split_fused_kernel(grads["w"], gates, input_size)
     bias = reorder_gates(grads["b"], gates, GATES)
     return LayerWeights(
-        W=np.ascontiguousarray(rows[:, :input_size]),
-        R=np.ascontiguousarray(rows[:, input_size:]),
+        W=W,
+        R=R,
         Wb=bias,
         Rb=bias.copy(),
         P=np.stack([grads[name] for name in PEEPHOLE_INPUTS]) if peepholes else None,

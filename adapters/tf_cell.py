@@ -13,7 +13,8 @@ these cells when ``TF_USE_LEGACY_KERAS=1``):
   ``m = clip(m @ projection/kernel, proj_clip)``; state ``LSTMStateTuple(c, m)``. One ``activation`` serves
   both the cell input (j) and the cell output; the gates are always ``sigmoid``.
 
-That is the canonical cell exactly. The mapping, written once here (``to_tf_cell`` / ``from_tf_cell``)::
+That is the canonical cell exactly. The mapping, written once here (``to_tf_cell`` / ``from_tf_cell``; the
+fused kernel and folded bias, ``fused_kernel`` / ``folded_bias``, serve the BlockLSTM ops too)::
 
     kernel             = concat([W, R], axis=1) with gate rows reordered i,f,g,o -> i,g,f,o, transposed
     bias               = Wb + Rb - forget_bias on the f block, reordered the same way
@@ -40,7 +41,7 @@ import contextlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -160,15 +161,32 @@ def _forget_block(like: FloatArray, value: float) -> FloatArray:
     return block
 
 
-def to_tf_cell(weights: LayerWeights, forget_bias: float) -> dict[str, FloatArray]:
-    """One canonical layer/direction as TF cell variables (names inside the cell scope, TF's shapes)."""
-    kernel = reorder_gates(np.concatenate([weights.W, weights.R], axis=1), GATES, TF_CELL_GATES).T
-    # Rb less the run-time forget_bias first: a bias read by from_tf_cell then gets back bit for bit.
+def fused_kernel(weights: LayerWeights, gates: Sequence[str]) -> FloatArray:
+    """TF's one kernel ``[I + Hout, 4H]`` applied to concat([x, h]): W and R side by side, gate blocks in
+    ``gates`` order, transposed. Shared by the cells (``kernel``) and the BlockLSTM ops (``w``)."""
+    return np.ascontiguousarray(reorder_gates(np.concatenate([weights.W, weights.R], axis=1), GATES, gates).T)
+
+
+def split_fused_kernel(kernel: FloatArray, gates: Sequence[str], input_size: int) -> tuple[FloatArray, FloatArray]:
+    """Inverse of ``fused_kernel``: canonical (W, R) of a ``[I + Hout, 4H]`` kernel in ``gates`` order."""
+    rows = reorder_gates(np.ascontiguousarray(kernel.T), gates, GATES)
+    return np.ascontiguousarray(rows[:, :input_size]), np.ascontiguousarray(rows[:, input_size:])
+
+
+def folded_bias(weights: LayerWeights, gates: Sequence[str], forget_bias: float) -> FloatArray:
+    """TF's one bias in ``gates`` order: Wb + Rb less the ``forget_bias`` TF adds to f at run time."""
+    # Rb less the run-time forget_bias first: a bias read by from_tf_cell (Rb = the forget block) then comes
+    # back bit for bit, -0.0 included.
     recurrent = weights.Rb - _forget_block(weights.Rb, forget_bias)
     bias = weights.Wb + recurrent if recurrent.any() else weights.Wb.copy()
+    return reorder_gates(bias, GATES, gates)
+
+
+def to_tf_cell(weights: LayerWeights, forget_bias: float) -> dict[str, FloatArray]:
+    """One canonical layer/direction as TF cell variables (names inside the cell scope, TF's shapes)."""
     arrays: dict[str, FloatArray] = {
-        "kernel": np.ascontiguousarray(kernel),
-        "bias": reorder_gates(bias, GATES, TF_CELL_GATES),
+        "kernel": fused_kernel(weights, TF_CELL_GATES),
+        "bias": folded_bias(weights, TF_CELL_GATES, forget_bias),
     }
     if weights.P is not None:
         for row, name in enumerate(PEEPHOLES):
@@ -178,14 +196,9 @@ def to_tf_cell(weights: LayerWeights, forget_bias: float) -> dict[str, FloatArra
     return arrays
 
 
-def _split_kernel(kernel: FloatArray, input_size: int) -> tuple[FloatArray, FloatArray]:
-    rows = reorder_gates(np.ascontiguousarray(kernel.T), TF_CELL_GATES, GATES)
-    return np.ascontiguousarray(rows[:, :input_size]), np.ascontiguousarray(rows[:, input_size:])
-
-
 def from_tf_cell(arrays: Mapping[str, FloatArray], input_size: int, forget_bias: float) -> LayerWeights:
     """Inverse of ``to_tf_cell``: TF cell variables (names inside the cell scope) as a canonical layer."""
-    W, R = _split_kernel(arrays["kernel"], input_size)
+    W, R = split_fused_kernel(arrays["kernel"], TF_CELL_GATES, input_size)
     Wb = reorder_gates(arrays["bias"], TF_CELL_GATES, GATES)
     return LayerWeights(
         W=W,
@@ -199,7 +212,7 @@ def from_tf_cell(arrays: Mapping[str, FloatArray], input_size: int, forget_bias:
 
 def gradients_from_tf_cell(grads: Mapping[str, FloatArray], input_size: int) -> LayerWeights:
     """Gradients of TF cell variables as canonical gradients; TF's one bias feeds both Wb and Rb."""
-    W, R = _split_kernel(grads["kernel"], input_size)
+    W, R = split_fused_kernel(grads["kernel"], TF_CELL_GATES, input_size)
     bias = reorder_gates(grads["bias"], TF_CELL_GATES, GATES)
     return LayerWeights(
         W=W,

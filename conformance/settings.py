@@ -181,12 +181,21 @@ def parse_settings(config: pytest.Config) -> SuiteSettings:
     else:
         implementations = None
     report = get("--lstm-report")
+    devices = _choices("--lstm-device", str(get("--lstm-device")), DEVICES)
+    dtypes = _choices("--lstm-dtype", str(get("--lstm-dtype")), DTYPES)
+    allow_tf32 = bool(get("--lstm-allow-tf32"))
+    if allow_tf32 and ("cuda" not in devices or "float32" not in dtypes):
+        # TF32 exists only for float32 on CUDA: without both, the option would change nothing, silently.
+        raise pytest.UsageError(
+            "--lstm-allow-tf32 applies to float32 on cuda only; include cuda in --lstm-device and float32 in "
+            "--lstm-dtype, or drop --lstm-allow-tf32"
+        )
     return SuiteSettings(
         implementations=implementations,
         third_party=third_party,
-        devices=_choices("--lstm-device", str(get("--lstm-device")), DEVICES),
-        dtypes=_choices("--lstm-dtype", str(get("--lstm-dtype")), DTYPES),
-        allow_tf32=bool(get("--lstm-allow-tf32")),
+        devices=devices,
+        dtypes=dtypes,
+        allow_tf32=allow_tf32,
         seed=_natural("--lstm-seed", str(get("--lstm-seed"))),
         max_examples=_natural("--lstm-max-examples", str(get("--lstm-max-examples"))),
         report_dir=Path(report) if report else None,

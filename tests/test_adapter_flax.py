@@ -202,3 +202,12 @@ def test_forward_only() -> None:
     outputs, _ = lstm_forward_backward(case.weights, case.x, dy=np.zeros_like(case.dy))
     assert result.gradients is None
     assert float(np.abs(result.y - outputs.y).max()) < FLOAT64_TOLERANCE
+
+
+def test_allow_tf32_on_the_cpu_runs_in_its_dtype_and_says_so() -> None:
+    """On the CPU, JAX's default matmul precision is full float32: math mode float32, float32's accuracy."""
+    case = Case(LSTMConfig(3, 4), seed=5)
+    result = FlaxLSTMCell().run(case.weights, case.inputs(), RunOptions(dtype="float32", allow_tf32=True))
+    assert result.math_mode == "float32"
+    outputs, _ = case.reference()
+    assert float(np.linalg.norm(result.y - outputs.y) / np.linalg.norm(outputs.y)) < FLOAT32_TOLERANCE

@@ -257,10 +257,23 @@ def test_refuses_the_other_hard_sigmoid(name: str, foreign: str, hint: str) -> N
 
 @pytest.mark.parametrize(
     ("options", "feature"),
-    [(RunOptions(dtype="float16"), "dtype float16"), (RunOptions(allow_tf32=True), "allow_tf32")],
+    [(RunOptions(dtype="float16"), "dtype float16"), (RunOptions(device="cuda"), "device cuda")],
 )
 def test_refuses_options_it_cannot_honour(options: RunOptions, feature: str) -> None:
     implementation = _implementation("keras")
     weights = random_weights(LSTMConfig(INPUT, HIDDEN), np.random.default_rng(0))
     with pytest.raises(UnsupportedFeatureError, match=feature):
         implementation.run(weights, RunInputs(x=np.zeros((STEPS, BATCH, INPUT))), options)
+
+
+@pytest.mark.parametrize("name", ["keras", "tf-keras"])
+def test_allow_tf32_on_the_cpu_runs_in_its_dtype_and_says_so(name: str) -> None:
+    """A CPU has no TF32: the run computes in float32 to float32's accuracy and reports math mode float32."""
+    implementation = _implementation(name)
+    config = LSTMConfig(INPUT, HIDDEN)
+    rng = np.random.default_rng(12)
+    weights = random_weights(config, rng)
+    x = rng.normal(size=(STEPS, BATCH, INPUT))
+    result = implementation.run(weights, RunInputs(x=x), RunOptions(dtype="float32", allow_tf32=True))
+    assert result.math_mode == "float32"
+    assert _relative(result.y, lstm_forward_backward(weights, x)[0].y) < TOLERANCE["float32"]

@@ -301,3 +301,27 @@ def relative_errors_outputs(a: LSTMOutputs, b: LSTMOutputs) -> float:
         float(np.linalg.norm(getattr(a, n) - getattr(b, n)) / np.linalg.norm(getattr(b, n)))
         for n in ("y", "h_n", "c_n")
     )
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_a_cuda_run_that_onnxruntime_moves_to_the_cpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for a provider it cannot start, ONNX Runtime warns and runs on the CPU; the adapter must refuse
+    rather than report a CPU run as a cuda one. This onnxruntime lacks the CUDA provider, so the adapter's
+    detection of it is overridden to reach the session."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider; the fallback is for builds without one")
+    implementation = OnnxRuntimeLSTM()
+    monkeypatch.setattr(implementation, "_cuda_available", lambda: True)
+    case = Case(LSTMConfig(3, 4), seed=2)
+    with pytest.raises(UnsupportedFeatureError, match="ONNX Runtime does not support device cuda; the CUDA"):
+        implementation.run(case.weights, case.inputs(), RunOptions(dtype="float32", device="cuda", allow_tf32=True))
+
+
+def test_allow_tf32_on_the_cpu_runs_in_float32_and_says_so() -> None:
+    case = Case(LSTMConfig(3, 5), seed=4)
+    for implementation in (OnnxRuntimeLSTM(), OnnxReferenceLSTM()):
+        result = implementation.run(case.weights, case.inputs(), RunOptions(dtype="float32", allow_tf32=True))
+        assert result.math_mode == "float32", implementation.name
+        assert_close(result, case.reference(), ORT_TOLERANCE)

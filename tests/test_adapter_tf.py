@@ -9,6 +9,7 @@ bounds that bite. Sizes are tiny: TensorFlow's import dominates the time.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,17 @@ from adapters.tf_block import (
     from_block_gradients,
     to_block,
 )
-from adapters.tf_cell import TF_CELL_GATES, TFCell, from_tf_cell, native_prefix, to_tf_cell
+from adapters.tf_cell import (
+    TF_CELL_GATES,
+    TFCell,
+    folded_bias,
+    from_tf_cell,
+    fused_kernel,
+    native_prefix,
+    to_tf_cell,
+)
 from reference.errors import UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
+from reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights
 from reference.lstm import lstm_forward, lstm_forward_backward
 
 tf = pytest.importorskip("tensorflow", reason="the TF adapters need TensorFlow (pip install tensorflow-cpu tf-keras)")
@@ -182,9 +191,32 @@ def test_tf_cell_mapping_round_trips_bit_for_bit(forget_bias: float, dtype: type
         assert back[name].tobytes() == array.tobytes(), name
 
 
-def test_tf_cell_gate_order_is_i_j_f_o() -> None:
-    """TF's kernel columns are i, j(g), f, o: the one order (of 24) under which tf-cell matches the reference."""
-    assert TF_CELL_GATES == ("i", "g", "f", "o")
+def test_tf_cell_gate_order_proven_by_experiment() -> None:
+    """Of the 24 gate orders, exactly TF_CELL_GATES (i, j, f, o) makes TF's own BasicLSTMCell, stepped once with
+    kernel and bias laid out in that order, compute the reference's step."""
+    config = LSTMConfig(INPUT, HIDDEN)
+    rng = np.random.default_rng(23)
+    weights = random_weights(config, rng, scale=1.0)
+    inputs = _inputs(config, rng)
+    expected = lstm_forward(weights, inputs.x[:1], inputs.h0, inputs.c0).y[0]
+    layer = weights.layers[0][0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is deprecated", category=UserWarning)
+        cell = tf.compat.v1.nn.rnn_cell.BasicLSTMCell(HIDDEN, forget_bias=0.0, dtype=tf.float64)
+    state = tf.compat.v1.nn.rnn_cell.LSTMStateTuple(_first_state(inputs.c0), _first_state(inputs.h0))
+    x = tf.constant(inputs.x[0])
+    cell(x, state)  # builds kernel and bias
+    variables = {v.name.rsplit("/", 1)[-1].removesuffix(":0"): v for v in cell.variables}
+    assert set(variables) == {"kernel", "bias"}
+
+    def step(order: tuple[str, ...]) -> np.ndarray:
+        variables["kernel"].assign(fused_kernel(layer, order))
+        variables["bias"].assign(folded_bias(layer, order, 0.0))
+        h, _ = cell(x, state)
+        return np.asarray(h.numpy())
+
+    matching = [order for order in itertools.permutations(GATES) if _relative(step(order), expected) < 1e-12]
+    assert matching == [TF_CELL_GATES]
 
 
 def test_tf_cell_refusals_name_the_problem() -> None:
@@ -201,6 +233,18 @@ def test_tf_cell_refusals_name_the_problem() -> None:
     plain = LSTMConfig(INPUT, HIDDEN)
     with pytest.raises(UnsupportedFeatureError, match="dtype float16"):
         TFCell().run(random_weights(plain, rng), _inputs(plain, rng), RunOptions(dtype="float16"))
+
+
+@pytest.mark.parametrize("implementation", [TFCell, TFBlock])
+def test_allow_tf32_on_the_cpu_runs_in_its_dtype_and_says_so(implementation: type) -> None:
+    """These adapters run on the CPU only, which has no TF32: float32 math, reported as such."""
+    config = LSTMConfig(INPUT, HIDDEN)
+    rng = np.random.default_rng(29)
+    weights = random_weights(config, rng)
+    x = rng.normal(size=(STEPS, BATCH, INPUT))
+    result = implementation().run(weights, RunInputs(x=x), RunOptions(dtype="float32", allow_tf32=True))
+    assert result.math_mode == "float32"
+    assert _relative(result.y, lstm_forward(weights, x).y) < TOLERANCE["float32"]
 
 
 def test_registry_builds_the_tf_implementations_with_options() -> None:

@@ -364,3 +364,16 @@ def test_registry_and_availability_do_not_import_torch() -> None:
         "sys.exit('torch' in sys.modules)\n"
     )
     assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 0, "torch imported eagerly"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_allow_tf32_on_the_cpu_runs_in_its_dtype_and_says_so(impl: str) -> None:
+    """A CPU has no TF32: the run computes in float32 to float32's accuracy and reports math mode float32."""
+    config = CONFIGS["one_layer"]
+    rng = np.random.default_rng(6)
+    weights = random_weights(config, rng)
+    inputs = make_inputs(config, CASES["ragged_initial_time_major"], rng)
+    result = IMPLEMENTATIONS[impl]().run(weights, inputs, RunOptions("float32", "cpu", allow_tf32=True))
+    expected, _ = reference_run(weights, inputs)
+    assert result.math_mode == "float32"
+    assert_close("y", result.y, expected.y, TOLERANCE["float32"])

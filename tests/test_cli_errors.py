@@ -59,6 +59,42 @@ def _garbage_keras(tmp: Path) -> list[str]:
     return ["convert", "model.keras", "out.npz"]
 
 
+def _h5_named_keras(tmp: Path) -> list[str]:
+    """A Keras model saved by Keras as HDF5, then renamed .keras (a common mix-up)."""
+    require_format("keras")
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((2, 3)), keras.layers.LSTM(4)])
+    model.save(tmp / "model.h5")
+    (tmp / "model.h5").rename(tmp / "model.keras")
+    return ["inspect", "model.keras"]
+
+
+def _torch_named_keras(tmp: Path) -> list[str]:
+    require_format("keras")
+    torch_lstm_file(tmp / "model.keras")
+    return ["convert", "model.keras", "out.npz"]
+
+
+def _onnx_without_lstm(tmp: Path) -> list[str]:
+    require_format("onnx")
+    onnx = pytest.importorskip("onnx")
+    helper, float32 = onnx.helper, onnx.TensorProto.FLOAT
+    relu = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", float32, [2])],
+        [helper.make_tensor_value_info("y", float32, [2])],
+    )
+    onnx.save(helper.make_model(relu), tmp / "relu.onnx")
+    return ["convert", "relu.onnx", "out.npz"]
+
+
+def _torch_as_onnx(tmp: Path) -> list[str]:
+    require_format("onnx")
+    torch_lstm_file(tmp / "model.pt")
+    return ["inspect", "model.pt", "--from", "onnx"]
+
+
 def _no_lstm(tmp: Path) -> list[str]:
     torch = pytest.importorskip("torch")
     torch.save(torch.nn.Linear(3, 2).state_dict(), tmp / "linear.pt")
@@ -152,12 +188,29 @@ def _bad_steps(tmp: Path) -> list[str]:
 
 
 BAD_INPUTS: dict[str, tuple[Make, str]] = {
-    "truncated-torch": (_truncated_torch, "model.pt: "),
+    "truncated-torch": (_truncated_torch, "model.pt: not a readable PyTorch file"),
+    "truncated-torch-fix": (_truncated_torch, "may be truncated or damaged: write it again"),
     "truncated-npz": (_truncated_npz, "model.npz: "),
     "npz-named-pt": (_npz_named_pt, "model.pt: "),
     "torch-named-npz": (_torch_named_npz, "it is a PyTorch torch.save file: pass --from torch"),
-    "npy-named-npz": (_npy_named_npz, "not an .npz (zip) file; if it is another format, pass --from"),
+    "npy-named-npz": (
+        _npy_named_npz,
+        "not an .npz (zip) file; it may be truncated or damaged: write it again, or if it is not npz, pass --from",
+    ),
     "garbage-keras": (_garbage_keras, "model.keras"),
+    "h5-named-keras": (
+        _h5_named_keras,
+        "model.keras: not a .keras file (not a zip archive, or a truncated one); "
+        "it is a Keras HDF5 (.h5) file: pass --from keras-h5",
+    ),
+    "torch-named-keras": (
+        _torch_named_keras,
+        "not a Keras .keras file (no config.json and model.weights.h5 in it); "
+        "it is a PyTorch torch.save file: pass --from torch",
+    ),
+    "onnx-without-lstm": (_onnx_without_lstm, "relu.onnx: no LSTM node in the ONNX graph (its ops: Relu)"),
+    "torch-as-onnx": (_torch_as_onnx, "not a readable ONNX model (DecodeError"),
+    "torch-as-onnx-fix": (_torch_as_onnx, "it is a PyTorch torch.save file: pass --from torch"),
     "no-lstm": (_no_lstm, "no nn.LSTM weights found"),
     "several-lstms": (_several_lstms, "holds 2 LSTMs: a, b; choose one with --select NAME"),
     "unknown-select": (_unknown_select, "no LSTM named 'c'; --select one of: a, b"),

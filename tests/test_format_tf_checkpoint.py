@@ -286,7 +286,7 @@ def test_bad_files_and_options_are_refused_with_the_problem_named(tmp_path: Path
             tf.compat.v1.train.Saver().save(session, str(tmp_path / "dense.ckpt"))
     with pytest.raises(InputFileError, match=r"no LSTM cell in this TF checkpoint.*dense/kernel"):
         fmt.read(tmp_path / "dense.ckpt", {})
-    with pytest.raises(NotImplementedOptionError, match=r"does not take option\(s\) \['colour'\]"):
+    with pytest.raises(NotImplementedOptionError, match=r"takes no option colour"):
         fmt.read(tmp_path / "cut.ckpt", {"colour": "red"})
     peepholes = random_weights(LSTMConfig(INPUT, HIDDEN, peepholes=True), np.random.default_rng(2))
     with pytest.raises(UnsupportedFeatureError, match="BasicLSTMCell does not support peepholes"):

@@ -368,3 +368,24 @@ def test_inconsistent_shapes_name_the_lstm_key_expected_and_found(tmp_path: Path
     torch.save(state, path)
     with pytest.raises(InputFileError, match="floating-point"):
         TorchFormat().read(path, {})
+
+
+FIXES = {
+    ("torch", "npz_content"): "it is a NumPy .npz file: pass --from npz",
+    ("torch", "safetensors_content"): "it is a safetensors file: pass --from safetensors",
+    ("torch", "truncated"): "it may be truncated or damaged: write it again",
+    ("safetensors", "torch_content"): "it is a PyTorch torch.save file: pass --from torch",
+    ("safetensors", "truncated"): "it may be truncated or damaged: write it again",
+}
+
+
+@pytest.mark.parametrize(("format_name", "content"), FIXES)
+def test_unreadable_file_message_names_the_fix(tmp_path: Path, format_name: str, content: str) -> None:
+    """A foreign file's bytes name the --from that reads it; a damaged one is to be written again."""
+    files = BAD_TORCH_FILES if format_name == "torch" else BAD_SAFETENSORS_FILES
+    reader = TorchFormat() if format_name == "torch" else SafetensorsFormat()
+    path = tmp_path / f"model.{'pt' if format_name == 'torch' else 'safetensors'}"
+    path.write_bytes(files[content]())
+    with pytest.raises(InputFileError) as raised:
+        reader.read(path, {})
+    assert FIXES[format_name, content] in str(raised.value)

@@ -50,10 +50,12 @@ def _run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         ("--lstm-implementations=nosuch", ["--lstm-implementations: unknown value 'nosuch'", "reference, torch"]),
         ("--lstm-implementation=no_such_module:X", ["--lstm-implementation: cannot import 'no_such_module'"]),
         ("--lstm-implementation=json", ["is not of the form MODULE:OBJECT"]),
+        ("--lstm-allow-tf32 --lstm-device=cpu", ["--lstm-allow-tf32 applies to float32 on cuda only"]),
+        ("--lstm-allow-tf32 --lstm-dtype=float64", ["include cuda in --lstm-device and float32 in --lstm-dtype"]),
     ],
 )
 def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, option: str, expected: list[str]) -> None:
-    result = _run_suite(pytester, option)
+    result = _run_suite(pytester, *option.split())
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     for text in expected:
         assert text in result.stderr.str()

@@ -9,12 +9,14 @@ framework's own loading code reads it without this project.
 from __future__ import annotations
 
 import importlib
+import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reference.errors import InputFileError, LSTMConformanceError
+from reference.errors import InputFileError, LSTMConformanceError, NotImplementedOptionError
 from reference.layout import LSTMWeights
 
 #: Format name -> "module:class". Order matters for suffix inference: first match wins.
@@ -113,3 +115,85 @@ def infer_format(path: Path) -> str:
     raise InputFileError(
         f"cannot tell the format of {path} from its name; pass --from/--to with one of: {', '.join(FORMATS)}"
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What every format's reader and writer share: refusing options, short error text, telling formats apart
+# ----------------------------------------------------------------------------------------------------------
+
+
+def refuse_options(options: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The options that are set (not None); any that ``what`` does not use is refused, never silently ignored."""
+    given = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "none"
+        raise NotImplementedOptionError(f"{what} takes no option {', '.join(unknown)} (it takes: {takes}); drop it")
+    return given
+
+
+def error_summary(error: BaseException, limit: int = 160) -> str:
+    """A library's error in a few words: its first line, cut at the first sentence when long (torch's and
+    TensorFlow's run to paragraphs of advice that does not apply here), or its type when it says nothing."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if len(text) > limit and ". " in text[:limit]:
+        text = text[: text.index(". ")]
+    text = text if len(text) > 12 else f"{type(error).__name__}: {text}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: HDF5's signature (Keras .h5 and .weights.h5, and the weights inside a .keras archive).
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+#: What ``sniff_format``'s answers are, in the words users know them by.
+_SNIFFED = {
+    "keras-h5": "Keras HDF5 (.h5)",
+    "keras": "Keras .keras",
+    "torch": "PyTorch torch.save",
+    "safetensors": "safetensors",
+    "npz": "NumPy .npz",
+}
+
+
+def sniff_format(path: Path) -> str | None:
+    """The format ``path``'s first bytes (and, for a zip, its member names) show, or None when they do not
+    tell: for naming the fix when a file has a misleading suffix. ONNX and TF checkpoints have no signature."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    if head.startswith(_HDF5_MAGIC):
+        return "keras-h5"
+    if head[:4] in _ZIP_MAGICS:
+        return _zip_format(path)
+    if head[:2] == b"\x80\x02":  # torch.save's legacy (pre-1.6) pickle format
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < 100_000_000:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    return None
+
+
+def _zip_format(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None  # a truncated archive has no member list to tell by
+    if any(name.endswith("data.pkl") for name in members):
+        return "torch"
+    if "config.json" in members and "model.weights.h5" in members:
+        return "keras"
+    if members and all(name.endswith(".npy") for name in members):
+        return "npz"
+    return None
+
+
+def format_hint(path: Path, expected: str) -> str:
+    """The fix for a file that ``expected``'s reader cannot read: the --from of the format its bytes show,
+    else saving it again (a truncated or damaged file) or naming its format."""
+    actual = sniff_format(path)
+    if actual is not None and actual != expected:
+        return f"it is a {_SNIFFED[actual]} file: pass --from {actual}"
+    return f"it may be truncated or damaged: write it again, or if it is not {expected}, pass --from with its format"

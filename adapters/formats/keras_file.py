@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents
+from adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
 from adapters.keras_layer import (
     KERAS3,
     TF_KERAS,
@@ -60,7 +60,7 @@ from adapters.keras_layer import (
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
-from reference.errors import InputFileError, LayoutError, NotImplementedOptionError, UnsupportedFeatureError
+from reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
 from reference.layout import LSTMWeights
 
 #: Keras class names of a model that holds layers of its own.
@@ -417,7 +417,7 @@ class KerasFormat(FileFormat):
         return _unavailable_reason()
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        _refuse_options(self.name, options, allowed=())
+        refuse_options(options, (), f"the {self.name} format")
         config, metadata, weights_bytes = _open_keras_archive(path)
         flavor = _flavor_from_version(metadata.get("keras_version", "3"))
         with _open_h5(path, io.BytesIO(weights_bytes), "its model.weights.h5") as weights:
@@ -425,7 +425,7 @@ class KerasFormat(FileFormat):
         return _contents(path, layers, flavor, [])
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        _refuse_options(self.name, options, allowed=("dtype",))
+        refuse_options(options, ("dtype",), f"the {self.name} format")
         dtype = _write_dtype(weights, options)
         model = build_keras_model(weights, KERAS3, dtype)
         _save_renamed(path, "model.keras", model.save)
@@ -443,7 +443,7 @@ class KerasH5Format(FileFormat):
         return _unavailable_reason()
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        _refuse_options(self.name, options, allowed=())
+        refuse_options(options, (), f"the {self.name} format")
         with _open_h5(path, str(path), "") as root:
             if "model_config" in root.attrs:
                 model = _parse_json(path, root.attrs["model_config"], "its model_config attribute")
@@ -472,7 +472,7 @@ class KerasH5Format(FileFormat):
             return _contents(path, layers, flavor, notes)
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        _refuse_options(self.name, options, allowed=("dtype",))
+        refuse_options(options, ("dtype",), f"the {self.name} format")
         dtype = _write_dtype(weights, options)
         model = build_keras_model(weights, KERAS3, dtype)
         if path.name.lower().endswith(".weights.h5"):
@@ -492,12 +492,6 @@ def _unavailable_reason() -> str | None:
     import importlib.util
 
     return None if importlib.util.find_spec("h5py") else "h5py is not installed (pip install h5py)"
-
-
-def _refuse_options(format_name: str, options: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    given = sorted(key for key, value in options.items() if value is not None and key not in allowed)
-    if given:
-        raise NotImplementedOptionError(f"the {format_name} format does not take the options {given}")
 
 
 def _write_dtype(weights: LSTMWeights, options: Mapping[str, Any]) -> str:
@@ -526,7 +520,8 @@ def _open_keras_archive(path: Path) -> tuple[dict[str, Any], dict[str, Any], byt
             names = set(archive.namelist())
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise InputFileError(
-                    f"{path}: a zip archive but not a Keras .keras file (no config.json and model.weights.h5 in it)"
+                    f"{path}: a zip archive but not a Keras .keras file (no config.json and model.weights.h5 in "
+                    f"it); {format_hint(path, 'keras')}"
                 )
             config = _parse_json(path, archive.read("config.json"), "its config.json")
             metadata = (
@@ -536,7 +531,9 @@ def _open_keras_archive(path: Path) -> tuple[dict[str, Any], dict[str, Any], byt
             )
             weights = archive.read("model.weights.h5")
     except zipfile.BadZipFile:
-        raise InputFileError(f"{path}: not a .keras file (not a zip archive, or a truncated one)") from None
+        raise InputFileError(
+            f"{path}: not a .keras file (not a zip archive, or a truncated one); {format_hint(path, 'keras')}"
+        ) from None
     except (OSError, EOFError, ValueError, KeyError) as error:
         if isinstance(error, InputFileError):
             raise
@@ -566,7 +563,8 @@ def _open_h5(path: Path, source: Any, where: str) -> Iterator[Any]:
     try:
         handle = h5py.File(source, "r")
     except OSError as error:
-        raise InputFileError(f"{path}{inside}: not a readable HDF5 file, or a truncated one ({error})") from None
+        fix = f"; {format_hint(path, 'keras-h5')}" if not where else ""
+        raise InputFileError(f"{path}{inside}: not a readable HDF5 file, or a truncated one ({error}){fix}") from None
     try:
         with handle:
             yield handle

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents
+from adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
 from reference.errors import InputFileError, LayoutError, NotImplementedOptionError
 from reference.layout import LSTMWeights, load_npz, save_npz
 
 #: The first bytes of a zip archive (an .npz is one); an empty archive starts with the second.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+#: Why the canonical npz takes no reading option (forget_bias and the like).
+_NO_OPTIONS = "the npz format (the canonical layout already holds the whole function)"
 #: dtypes NumPy holds that an npz may store (bfloat16 has no NumPy dtype).
 WRITE_DTYPES = ("float64", "float32", "float16")
 
@@ -25,7 +27,7 @@ class NpzFormat(FileFormat):
     implementation = "reference"
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        _refuse_options(options)
+        refuse_options(options, (), _NO_OPTIONS)
         _check_zip_magic(path)
         try:
             weights = load_npz(path)
@@ -37,7 +39,7 @@ class NpzFormat(FileFormat):
         return ModelContents(lstms=[FoundLSTM(name="", weights=weights, implementation=self.implementation)])
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        _refuse_options(options, allowed=("dtype",))
+        refuse_options(options, ("dtype",), _NO_OPTIONS)
         dtype = options.get("dtype")
         if dtype is None:
             save_npz(path, weights)
@@ -50,32 +52,17 @@ class NpzFormat(FileFormat):
         return [f"weights stored as {dtype}"]
 
 
-def _refuse_options(options: Mapping[str, Any], allowed: tuple[str, ...] = ()) -> None:
-    given = sorted(key for key, value in options.items() if value is not None and key not in allowed)
-    if given:
-        raise NotImplementedOptionError(
-            f"the npz format takes no option {', '.join(given)} (it takes: {', '.join(allowed) or 'none'}); "
-            "the canonical layout already holds the whole function"
-        )
-
-
 def _check_zip_magic(path: Path) -> None:
     """Refuse a file that is no zip archive at all (a .npy, a torch pickle) before NumPy guesses at it."""
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head not in _ZIP_MAGICS:
-        raise InputFileError(f"{path}: not an .npz (zip) file; if it is another format, pass --from with its name")
+        raise InputFileError(f"{path}: not an .npz (zip) file; {format_hint(path, 'npz')}")
 
 
 def _foreign_zip_hint(path: Path) -> str:
-    """The fix for a zip that is not a canonical .npz; torch.save's files are zips too."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        members = []
-    if any(name.endswith("/data.pkl") for name in members):
-        return "it is a PyTorch torch.save file: pass --from torch"
-    if "config.json" in members and "model.weights.h5" in members:
-        return "it is a Keras .keras archive: pass --from keras"
+    """The fix for a zip that is not a canonical .npz; torch.save's and Keras' files are zips too."""
+    hint = format_hint(path, "npz")
+    if hint.startswith("it is a "):
+        return hint
     return "write it with reference.layout.save_npz, or pass --from with its format"

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents
-from reference.errors import InputFileError, LayoutError, NotImplementedOptionError, UnsupportedFeatureError
+from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, format_hint, refuse_options
+from reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
 from reference.layout import Activation, LayerWeights, LSTMConfig, LSTMWeights
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ class OnnxFormat(FileFormat):
     """ONNX models with ``LSTM`` nodes (any opset the ``onnx`` package reads)."""
 
     name = "onnx"
+    #: What ``refuse_options`` names: the format, and why it takes no option.
+    _NO_OPTIONS = "the onnx format (ONNX's LSTM stores its whole function in the file)"
     framework = "ONNX"
     implementation = "onnxruntime"
 
@@ -58,12 +60,17 @@ class OnnxFormat(FileFormat):
         return OnnxReferenceLSTM().unavailable_reason()
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        _refuse_options(options)
+        refuse_options(options, (), self._NO_OPTIONS)
         model = _load(path)
         graph = _Graph(model)
         nodes = [node for node in model.graph.node if node.op_type == "LSTM" and node.domain in ("", "ai.onnx")]
         if not nodes:
-            raise InputFileError(f"{path}: no LSTM node in the ONNX graph; nothing to read")
+            ops = sorted({node.op_type for node in model.graph.node})
+            raise InputFileError(
+                f"{path}: no LSTM node in the ONNX graph (its ops: {', '.join(ops[:12]) or 'none'}); this tool reads "
+                "an LSTM exported as ONNX's LSTM operator (as torch.onnx.export writes nn.LSTM), not unrolled into "
+                "MatMul/Sigmoid/Tanh nodes or a Loop"
+            )
         parsed = [_parse_node(graph, node, index, path) for index, node in enumerate(nodes)]
         chains = _chains(graph, parsed)
         lstms = [_found(chain) for chain in chains]
@@ -78,7 +85,7 @@ class OnnxFormat(FileFormat):
         return ModelContents(lstms=lstms, other_tensors=others)
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        _refuse_options(options)
+        refuse_options(options, (), self._NO_OPTIONS)
         import onnx
 
         from adapters.onnx_runtime import GraphSignature, build_model
@@ -95,14 +102,6 @@ class OnnxFormat(FileFormat):
         return notes
 
 
-def _refuse_options(options: Mapping[str, Any]) -> None:
-    given = sorted(key for key, value in options.items() if value is not None)
-    if given:
-        raise NotImplementedOptionError(
-            f"the onnx format takes no options, got {given}; ONNX's LSTM stores its whole function in the file"
-        )
-
-
 def _load(path: Path) -> onnx.ModelProto:
     import onnx
 
@@ -111,11 +110,12 @@ def _load(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except (decode_error, OSError, ValueError, RuntimeError, TypeError) as error:
-        raise InputFileError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
-    if not model.HasField("graph"):
         raise InputFileError(
-            f"{path}: not an ONNX model (no graph); if it is another format, pass --from with its name"
-        )
+            f"{path}: not a readable ONNX model ({type(error).__name__}: {error_summary(error)}); "
+            f"{format_hint(path, 'onnx')}"
+        ) from None
+    if not model.HasField("graph"):
+        raise InputFileError(f"{path}: not an ONNX model (no graph); {format_hint(path, 'onnx')}")
     return model
 
 

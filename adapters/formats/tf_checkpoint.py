@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents
+from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
 from adapters.tf_cell import (
     CELL_SCOPES,
     PEEPHOLE_VARIABLES,
@@ -86,16 +86,6 @@ class _Cell:
 class _Group:
     name: str
     cells: list[_Cell] = field(default_factory=list)
-
-
-def _check_options(options: Mapping[str, Any], allowed: tuple[str, ...], action: str) -> dict[str, Any]:
-    given = {key: value for key, value in options.items() if value is not None}
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise NotImplementedOptionError(
-            f"tf-checkpoint {action} does not take option(s) {unknown}; it takes {list(allowed)}"
-        )
-    return given
 
 
 def _object_variable(key: str) -> str | None:
@@ -182,7 +172,7 @@ class TFCheckpointFormat(FileFormat):
     # ------------------------------------------------------------------------------------------------------
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        given = _check_options(options, READ_OPTIONS, "reading")
+        given = refuse_options(options, READ_OPTIONS, "reading a tf-checkpoint")
         forget_bias = float(given.get("forget_bias", 1.0))
         reader = self._open(path)
         shapes = reader.get_variable_to_shape_map()
@@ -211,7 +201,7 @@ class TFCheckpointFormat(FileFormat):
         try:
             return tf.train.load_checkpoint(str(path))
         except (tf.errors.OpError, ValueError) as error:
-            raise InputFileError(f"{path}: unreadable TF checkpoint ({_first_line(error)})") from None
+            raise InputFileError(f"{path}: unreadable TF checkpoint ({error_summary(error)})") from None
 
     def _lstm(self, path: Path, reader: Any, group: _Group, forget_bias: float, given: Mapping[str, Any]) -> FoundLSTM:
         where = f"{path}: LSTM {group.name or '(no scope)'}"
@@ -221,7 +211,7 @@ class TFCheckpointFormat(FileFormat):
                 try:
                     arrays[(cell.layer, cell.direction, var)] = np.asarray(reader.get_tensor(key))
                 except Exception as error:  # TF raises several types for a damaged data file
-                    raise InputFileError(f"{where}: cannot read {key!r} ({_first_line(error)})") from None
+                    raise InputFileError(f"{where}: cannot read {key!r} ({error_summary(error)})") from None
         kinds = {cell.kind for cell in group.cells}
         config = self._config(where, group, arrays, given)
         layers = [
@@ -311,7 +301,7 @@ class TFCheckpointFormat(FileFormat):
     # ------------------------------------------------------------------------------------------------------
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        given = _check_options(options, WRITE_OPTIONS, "writing")
+        given = refuse_options(options, WRITE_OPTIONS, "writing a tf-checkpoint")
         config = weights.config
         cell = str(given.get("cell", "lstm"))
         if cell not in CELL_SCOPES:
@@ -371,8 +361,3 @@ class TFCheckpointFormat(FileFormat):
         if clips:
             notes.append(f"checkpoints do not store {', '.join(clips)}: pass them to LSTMCell when restoring")
         return notes
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

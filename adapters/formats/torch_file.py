@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents
+from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, format_hint, refuse_options
 from adapters.pytorch import FRAMEWORK, LSTM_KEY_PATTERN, describe, from_state_dict, to_state_dict
-from reference.errors import InputFileError, LSTMConformanceError, NotImplementedOptionError, UnsupportedFeatureError
+from reference.errors import InputFileError, LSTMConformanceError, UnsupportedFeatureError
 from reference.layout import LSTMWeights
 
 #: dtypes a written file may hold (options["dtype"]).
@@ -38,21 +38,6 @@ def _unavailable(*modules: str) -> str | None:
     return None
 
 
-def _check_options(options: Mapping[str, Any], known: tuple[str, ...], what: str) -> None:
-    """Options are never silently ignored: any set option this format does not use is refused."""
-    unknown = sorted(key for key, value in options.items() if value is not None and key not in known)
-    if unknown:
-        raise NotImplementedOptionError(f"{what} takes no option {', '.join(unknown)} (it takes: {known or 'none'})")
-
-
-def _short(error: BaseException) -> str:
-    """The first line of an exception's message (torch's run to paragraphs), or its type when it has none."""
-    lines = str(error).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    text = text if len(text) > 12 else f"{type(error).__name__}: {text}".rstrip(": ")
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
 class TorchFormat(FileFormat):
     """``.pt``/``.pth``: what ``torch.save(model.state_dict(), path)`` writes."""
 
@@ -64,7 +49,7 @@ class TorchFormat(FileFormat):
         return _unavailable("torch")
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
-        _check_options(options, (), f"reading a {self.name} file")
+        refuse_options(options, (), f"reading a {self.name} file")
         return contents_of(path, self._load(path))
 
     def _load(self, path: Path) -> Any:
@@ -80,7 +65,7 @@ class TorchFormat(FileFormat):
             if refused is None:  # "Unsupported operand": the bytes are not a pickle stream at all
                 raise InputFileError(
                     f"{path}: not a readable PyTorch file (corrupt, truncated or another format): it is not a "
-                    "torch.save archive or pickle"
+                    f"torch.save archive or pickle; {format_hint(path, self.name)}"
                 ) from None
             raise InputFileError(
                 f"{path}: refused, it holds pickled Python objects ({refused.group(1)}) beyond tensors and plain "
@@ -89,13 +74,14 @@ class TorchFormat(FileFormat):
             ) from None
         except Exception as error:  # torch raises RuntimeError, EOFError, KeyError, ... for a damaged file
             raise InputFileError(
-                f"{path}: not a readable PyTorch file (corrupt, truncated or another format): {_short(error)}"
+                f"{path}: not a readable PyTorch file (corrupt, truncated or another format): "
+                f"{error_summary(error)}; {format_hint(path, self.name)}"
             ) from None
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
         import torch
 
-        _check_options(options, ("dtype",), f"writing a {self.name} file")
+        refuse_options(options, ("dtype",), f"writing a {self.name} file")
         tensors, dtype = state_tensors(weights, options.get("dtype"))
         torch.save(tensors, path)
         return _write_notes(weights, dtype, "module.load_state_dict(torch.load(path, weights_only=True))")
@@ -117,13 +103,14 @@ class SafetensorsFormat(TorchFormat):
             return load_file(path, device="cpu")
         except Exception as error:  # safetensors raises SafetensorError (and OSError) for a damaged file
             raise InputFileError(
-                f"{path}: not a readable safetensors file (corrupt, truncated or another format): {_short(error)}"
+                f"{path}: not a readable safetensors file (corrupt, truncated or another format): "
+                f"{error_summary(error)}; {format_hint(path, self.name)}"
             ) from None
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
         from safetensors.torch import save_file
 
-        _check_options(options, ("dtype",), f"writing a {self.name} file")
+        refuse_options(options, ("dtype",), f"writing a {self.name} file")
         tensors, dtype = state_tensors(weights, options.get("dtype"))
         save_file(tensors, str(path), metadata={"format": "pt"})
         return _write_notes(weights, dtype, "module.load_state_dict(safetensors.torch.load_file(path))")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.base import RunResult
 from adapters.formats import FoundLSTM
 from conformance.commands.common import (
     LoadedModel,
@@ -53,6 +54,9 @@ class Verification:
     #: Config fields the written file does not hold as the source did (a clip a checkpoint cannot store):
     #: the function differs wherever they matter, even if this input did not reach them.
     lost: list[str]
+    #: Output values NaN or Inf in the source's run (NaN weights): compared by position only, not by value.
+    nonfinite: int = 0
+    compared: int = 0
 
     @property
     def error(self) -> float:
@@ -68,9 +72,16 @@ class Verification:
         )
         per_output = ", ".join(f"{name} {value:.2e}" for name, value in self.errors.items())
         lost = f"; the written file does not hold {', '.join(self.lost)}" if self.lost else ""
+        nonfinite = (
+            f"; {self.nonfinite} of {self.compared} output values are NaN/Inf (the weights are): those only had "
+            "to be NaN/Inf on both sides"
+            if self.nonfinite
+            else ""
+        )
         return (
             f"{runs} on {VERIFY_STEPS} steps, batch {VERIFY_BATCH}, random input and initial states: "
-            f"error {self.error:.2e} ({per_output}); tolerance {self.tolerance:.0e} ({self.tolerance_dtype}){lost}"
+            f"error {self.error:.2e} ({per_output}); tolerance {self.tolerance:.0e} ({self.tolerance_dtype})"
+            f"{lost}{nonfinite}"
         )
 
 
@@ -161,7 +172,13 @@ def _verify(source: FoundLSTM, written: FoundLSTM, seed: int) -> Verification:
         tolerance=tolerance,
         tolerance_dtype=tolerance_dtype,
         lost=_lost_config(source.weights, written.weights),
+        nonfinite=sum(int(np.size(a) - np.count_nonzero(np.isfinite(a))) for a in _outputs(expected)),
+        compared=sum(int(np.size(a)) for a in _outputs(expected)),
     )
+
+
+def _outputs(result: RunResult) -> list[Any]:
+    return [result.y, result.h_n, result.c_n]
 
 
 def _lost_config(source: LSTMWeights, written: LSTMWeights) -> list[str]:

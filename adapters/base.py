@@ -165,27 +165,37 @@ class Implementation:
 
     def check_supported(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> None:
         """Raise UnsupportedFeatureError for the first thing in ``config``, ``inputs`` or ``options`` this
-        implementation cannot compute exactly."""
+        implementation cannot compute exactly; the message names the implementation and what to do instead."""
         caps = self.capabilities()
+        framework = self.framework or self.name
+        elsewhere = "the reference implementation runs every feature in float64"
         missing = caps.unsupported(config)
         if missing:
-            raise UnsupportedFeatureError(self.framework or self.name, missing[0], f"implementation {self.name!r}")
+            raise UnsupportedFeatureError(framework, missing[0], f"implementation {self.name!r}; {elsewhere}")
         if options.dtype not in caps.dtypes:
             raise UnsupportedFeatureError(
-                self.framework or self.name, f"dtype {options.dtype}", f"it runs {caps.dtypes}"
+                framework, f"dtype {options.dtype}", f"implementation {self.name!r} runs {', '.join(caps.dtypes)}"
             )
         if options.device not in caps.devices:
             raise UnsupportedFeatureError(
-                self.framework or self.name, f"device {options.device}", f"it runs on {caps.devices}"
+                framework, f"device {options.device}", f"implementation {self.name!r} runs on {', '.join(caps.devices)}"
             )
         if inputs is None:
             return
-        if inputs.wants_gradients and not caps.gradients:
-            raise UnsupportedFeatureError(self.framework or self.name, "gradients")
-        if inputs.seq_lens is not None and not caps.seq_lens:
-            raise UnsupportedFeatureError(self.framework or self.name, "per-sample sequence lengths")
-        if (inputs.h0 is not None or inputs.c0 is not None) and not caps.initial_state:
-            raise UnsupportedFeatureError(self.framework or self.name, "initial states")
+        unsupported_inputs = (
+            (inputs.wants_gradients and not caps.gradients, "gradients", "run it forward only"),
+            (inputs.seq_lens is not None and not caps.seq_lens, "per-sample sequence lengths", "give full lengths"),
+            (
+                (inputs.h0 is not None or inputs.c0 is not None) and not caps.initial_state,
+                "initial states",
+                "start from zero states",
+            ),
+        )
+        for refused, feature, fix in unsupported_inputs:
+            if refused:
+                raise UnsupportedFeatureError(
+                    framework, feature, f"implementation {self.name!r}: {fix}, or {elsewhere}"
+                )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -18,6 +18,7 @@ matrix and, with ``--lstm-report DIR``, writes ``DIR/report.json`` and ``DIR/rep
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -114,5 +115,8 @@ def check_main(args: list[str]) -> int:
     Returns 0 when every check passed, 1 when one failed, 2 for a usage error, an interrupted run, or options
     that select no test.
     """
+    # TF's tf.compat.v1 cells need this before TensorFlow's first import in every process; xdist workers
+    # inherit it from here. (Importing ``adapters`` sets it too, but a conftest may import TensorFlow first.)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     code = pytest.main(["--pyargs", "conformance.suite", *args])
     return _EXIT_CODES.get(int(code), 2)

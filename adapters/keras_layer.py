@@ -121,9 +121,9 @@ FLAVORS: dict[str, KerasFlavor] = {flavor.implementation: flavor for flavor in (
 
 def flavor_unavailable_reason(flavor: KerasFlavor) -> str | None:
     """Why ``flavor`` cannot run here (None when it can), without importing TensorFlow."""
-    for package, extra in (("tensorflow", "tensorflow-cpu"), (flavor.module, flavor.module.replace("_", "-"))):
+    for package in ("tensorflow", flavor.module):
         if importlib.util.find_spec(package) is None:
-            return f"{package} is not installed (pip install {extra})"
+            return f"{package} is not installed (pip install 'lstm-conformance[tensorflow]')"
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if flavor.module == "keras" and backend != "tensorflow":
         return f"KERAS_BACKEND={backend}; the 'keras' implementation runs Keras 3 on TensorFlow"

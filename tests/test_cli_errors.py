@@ -34,10 +34,11 @@ def _truncated_npz(tmp: Path) -> list[str]:
     data = (tmp / "full.npz").read_bytes()
     (tmp / "model.npz").write_bytes(data[: len(data) // 2])
     (tmp / "full.npz").unlink()
-    return ["convert", "model.npz", "out.pt"]
+    return ["convert", "model.npz", "out.npz"]
 
 
 def _npz_named_pt(tmp: Path) -> list[str]:
+    pytest.importorskip("torch", reason="reading a .pt file needs torch")
     npz_file(tmp / "model.pt", LSTMConfig(input_size=3, hidden_size=4))
     return ["convert", "model.pt", "out.npz"]
 
@@ -252,12 +253,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(
 def test_console_script_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     """The installed entry point itself: exit 2, one stderr line, nothing on stdout."""
     npz_file(tmp_path / "m.npz", LSTMConfig(input_size=3, hidden_size=4))
-    (tmp_path / "out.pt").write_bytes(b"")
+    (tmp_path / "out.npz").write_bytes(b"")
     script = shutil.which("lstm-conformance", path=str(Path(sys.executable).parent))
     assert script, "the lstm-conformance console script is not installed beside this Python"
     done = subprocess.run(
-        [script, "convert", "m.npz", "out.pt"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [script, "convert", "m.npz", "out.npz"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr == "lstm-conformance: error: out.pt exists; pass --force to overwrite it\n"
+    assert done.stderr == "lstm-conformance: error: out.npz exists; pass --force to overwrite it\n"

@@ -491,7 +491,11 @@ def _groups(root: Any) -> Iterator[Any]:
 def _unavailable_reason() -> str | None:
     import importlib.util
 
-    return None if importlib.util.find_spec("h5py") else "h5py is not installed (pip install h5py)"
+    return (
+        None
+        if importlib.util.find_spec("h5py")
+        else "h5py is not installed (pip install 'lstm-conformance[tensorflow]')"
+    )
 
 
 def _write_dtype(weights: LSTMWeights, options: Mapping[str, Any]) -> str:

@@ -50,7 +50,16 @@ from numpy.typing import NDArray
 from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
 from reference.errors import FrameworkMissingError, LSTMConformanceError, UnsupportedFeatureError
 from reference.inputs import PreparedInputs
-from reference.layout import GATES, PEEPHOLES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from reference.layout import (
+    GATES,
+    PEEPHOLES,
+    FloatArray,
+    LayerWeights,
+    LSTMConfig,
+    LSTMWeights,
+    reorder_gates,
+    transposed,
+)
 
 #: TF's gate blocks ``i, j, f, o`` in canonical names (BasicLSTMCell.call / LSTMCell.call split order).
 TF_CELL_GATES: tuple[str, ...] = ("i", "g", "f", "o")
@@ -164,12 +173,12 @@ def _forget_block(like: FloatArray, value: float) -> FloatArray:
 def fused_kernel(weights: LayerWeights, gates: Sequence[str]) -> FloatArray:
     """TF's one kernel ``[I + Hout, 4H]`` applied to concat([x, h]): W and R side by side, gate blocks in
     ``gates`` order, transposed. Shared by the cells (``kernel``) and the BlockLSTM ops (``w``)."""
-    return np.ascontiguousarray(reorder_gates(np.concatenate([weights.W, weights.R], axis=1), GATES, gates).T)
+    return transposed(reorder_gates(np.concatenate([weights.W, weights.R], axis=1), GATES, gates))
 
 
 def split_fused_kernel(kernel: FloatArray, gates: Sequence[str], input_size: int) -> tuple[FloatArray, FloatArray]:
     """Inverse of ``fused_kernel``: canonical (W, R) of a ``[I + Hout, 4H]`` kernel in ``gates`` order."""
-    rows = reorder_gates(np.ascontiguousarray(kernel.T), gates, GATES)
+    rows = reorder_gates(transposed(kernel), gates, GATES)
     return np.ascontiguousarray(rows[:, :input_size]), np.ascontiguousarray(rows[:, input_size:])
 
 
@@ -192,7 +201,7 @@ def to_tf_cell(weights: LayerWeights, forget_bias: float) -> dict[str, FloatArra
         for row, name in enumerate(PEEPHOLES):
             arrays[PEEPHOLE_VARIABLES[name]] = weights.P[row].copy()
     if weights.proj is not None:
-        arrays[PROJECTION_VARIABLE] = np.ascontiguousarray(weights.proj.T)
+        arrays[PROJECTION_VARIABLE] = transposed(weights.proj)
     return arrays
 
 
@@ -206,7 +215,7 @@ def from_tf_cell(arrays: Mapping[str, FloatArray], input_size: int, forget_bias:
         Wb=Wb,
         Rb=_forget_block(Wb, forget_bias),
         P=_peepholes(arrays),
-        proj=np.ascontiguousarray(arrays[PROJECTION_VARIABLE].T) if PROJECTION_VARIABLE in arrays else None,
+        proj=transposed(arrays[PROJECTION_VARIABLE]) if PROJECTION_VARIABLE in arrays else None,
     )
 
 
@@ -220,7 +229,7 @@ def gradients_from_tf_cell(grads: Mapping[str, FloatArray], input_size: int) -> 
         Wb=bias,
         Rb=bias.copy(),
         P=_peepholes(grads),
-        proj=np.ascontiguousarray(grads[PROJECTION_VARIABLE].T) if PROJECTION_VARIABLE in grads else None,
+        proj=transposed(grads[PROJECTION_VARIABLE]) if PROJECTION_VARIABLE in grads else None,
     )
 
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from adapters.pytorch import to_state_dict
 from reference.layout import LSTMConfig, LSTMWeights, random_weights
 from reference.lstm import lstm_forward_backward
 
 
 def torch_runner(weights: LSTMWeights, x: np.ndarray, dy: np.ndarray) -> Callable[[], Any]:
-    """One forward plus backward of nn.LSTM (float64, CPU) holding ``weights``; canonical names map to
-    torch's as weight_ih = W, weight_hh = R, bias_ih = Wb, bias_hh = Rb, weight_hr = proj."""
+    """One forward plus backward of nn.LSTM (float64, CPU) holding ``weights``, loaded through the torch
+    adapter's one canonical -> state_dict mapping (``adapters.pytorch.to_state_dict``)."""
     import torch
 
     config = weights.config
@@ -32,17 +33,12 @@ def torch_runner(weights: LSTMWeights, x: np.ndarray, dy: np.ndarray) -> Callabl
         config.input_size,
         config.hidden_size,
         config.num_layers,
+        bias=config.bias,
         bidirectional=config.bidirectional,
         proj_size=config.proj_size,
     ).double()
-    names = {"W": "weight_ih", "R": "weight_hh", "Wb": "bias_ih", "Rb": "bias_hh", "proj": "weight_hr"}
-    state = {}
-    for layer, per_direction in enumerate(weights.layers):
-        for direction, params in enumerate(per_direction):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            for name, value in params.items():
-                state[names[name] + suffix] = torch.tensor(value)
-    module.load_state_dict(state)
+    state = {key: torch.from_numpy(value) for key, value in to_state_dict(weights).items()}
+    module.load_state_dict(state, strict=True)
     x_torch = torch.tensor(x, requires_grad=True)
     dy_torch = torch.tensor(dy)
 

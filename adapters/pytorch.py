@@ -12,8 +12,7 @@ cell, out. That is the canonical gate order (i, f, g, o) and the canonical shape
 
 ``nn.LSTM(bias=False)`` has no bias parameters: its state_dict omits them and the canonical biases are zero.
 Nothing trains them either, so a run's canonical gradients of ``Wb`` and ``Rb`` are zero there (the native
-gradients have no bias keys); the reference reports what trainable biases would receive, so compare bias
-gradients only when ``config.bias``.
+gradients have no bias keys), as ``reference.lstm.LSTMGradients`` defines them for every implementation.
 
 Gradients come from autograd as the vector-Jacobian product of (y, h_n, c_n) with (dy, dh_n, dc_n), which is
 the gradient of ``sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)``, with respect to x, h0, c0 (zeros passed

@@ -48,7 +48,7 @@ from conformance.commands.common import (
     weights_dtype,
 )
 from reference.errors import LSTMConformanceError
-from reference.layout import DIRECTIONS, GATES, PEEPHOLES, LayerWeights, LSTMConfig, LSTMWeights
+from reference.layout import DIRECTIONS, GATES, PEEPHOLES, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
 EXIT_AGREE, EXIT_DIFFER = 0, 1
 #: Config fields that fix array shapes: two models differing here cannot run on the same input.
@@ -335,11 +335,8 @@ def _permuted(base: LSTMWeights, layer: int, direction: int, order: tuple[str, .
     """``base`` whose gate block k holds the block of gate ``order[k]`` (as if B read the gates in ``order``)."""
     hybrid = _copy_layer(base)
     target, source = hybrid.layers[layer][direction], base.layers[layer][direction]
-    hidden = base.config.hidden_size
-    for position, gate in enumerate(order):
-        rows, from_rows = _gate_rows(GATES[position], hidden), _gate_rows(gate, hidden)
-        for name in ("W", "R", "Wb", "Rb"):
-            getattr(target, name)[rows] = getattr(source, name)[from_rows]
+    for name in ("W", "R", "Wb", "Rb"):
+        setattr(target, name, reorder_gates(getattr(source, name), GATES, order))
     return hybrid
 
 

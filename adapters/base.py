@@ -168,10 +168,10 @@ class Implementation:
         implementation cannot compute exactly; the message names the implementation and what to do instead."""
         caps = self.capabilities()
         framework = self.framework or self.name
-        elsewhere = "the reference implementation runs every feature in float64"
+        elsewhere = "another implementation ('reference' runs every feature)"
         missing = caps.unsupported(config)
         if missing:
-            raise UnsupportedFeatureError(framework, missing[0], f"implementation {self.name!r}; {elsewhere}")
+            raise UnsupportedFeatureError(framework, missing[0], f"implementation {self.name!r}: use {elsewhere}")
         if options.dtype not in caps.dtypes:
             raise UnsupportedFeatureError(
                 framework, f"dtype {options.dtype}", f"implementation {self.name!r} runs {', '.join(caps.dtypes)}"
@@ -194,7 +194,7 @@ class Implementation:
         for refused, feature, fix in unsupported_inputs:
             if refused:
                 raise UnsupportedFeatureError(
-                    framework, feature, f"implementation {self.name!r}: {fix}, or {elsewhere}"
+                    framework, feature, f"implementation {self.name!r}: {fix}, or use {elsewhere}"
                 )
 
     def __repr__(self) -> str:

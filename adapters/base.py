@@ -25,14 +25,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from reference.errors import UnsupportedFeatureError
-from reference.inputs import PreparedInputs, prepare_inputs
-from reference.layout import LSTMConfig, LSTMWeights
-from reference.lstm import LSTMGradients
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.inputs import PreparedInputs, prepare_inputs
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
+from lstm_conformance.reference.lstm import LSTMGradients
 
 Device = Literal["cpu", "cuda"]
-#: dtypes by name; bfloat16 is named, since NumPy has no such dtype.
-DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
 F64 = NDArray[np.float64]
 

@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from reference.errors import FrameworkMissingError, UnsupportedFeatureError
-from reference.inputs import PreparedInputs
-from reference.layout import DIRECTIONS, GATES, Activation, LayerWeights, LSTMConfig, LSTMWeights
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.errors import FrameworkMissingError, UnsupportedFeatureError
+from lstm_conformance.reference.inputs import PreparedInputs
+from lstm_conformance.reference.layout import DIRECTIONS, GATES, Activation, LayerWeights, LSTMConfig, LSTMWeights
 
 #: Flax's Dense layer names per canonical gate: input side (no bias) and hidden side (with bias).
 INPUT_DENSE: dict[str, str] = {"i": "ii", "f": "if", "g": "ig", "o": "io"}

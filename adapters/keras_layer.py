@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from reference.errors import FrameworkMissingError, LayoutError, UnsupportedFeatureError
-from reference.layout import (
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.errors import FrameworkMissingError, LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import (
     GATES,
     Activation,
     LayerWeights,

@@ -47,9 +47,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Implementation, RunInputs, RunOptions, RunResult
-from reference.errors import FrameworkMissingError, LayoutError, UnsupportedFeatureError
-from reference.layout import GATES, PEEPHOLES, Activation, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from lstm_conformance.adapters.base import Capabilities, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.errors import FrameworkMissingError, LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import (
+    GATES,
+    PEEPHOLES,
+    Activation,
+    LayerWeights,
+    LSTMConfig,
+    LSTMWeights,
+    reorder_gates,
+)
 
 if TYPE_CHECKING:
     import onnx

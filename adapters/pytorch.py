@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import (
-    DTYPES,
+from lstm_conformance.adapters.base import (
     Capabilities,
     Gradients,
     Implementation,
@@ -45,8 +44,9 @@ from adapters.base import (
     RunOptions,
     RunResult,
 )
-from reference.errors import LayoutError, UnsupportedFeatureError
-from reference.layout import FloatArray, LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
+from lstm_conformance.names import DTYPES
+from lstm_conformance.reference.errors import LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import FloatArray, LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
 
 FRAMEWORK = "PyTorch"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from reference.layout import ACTIVATION_PARAMETERS, LSTMWeights
-from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.layout import ACTIVATION_PARAMETERS, LSTMWeights
+from lstm_conformance.reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
 
 #: Every feature ``LSTMConfig.features()`` can name, apart from activations (checked per role below).
 REFERENCE_FEATURES = frozenset(

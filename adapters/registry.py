@@ -12,26 +12,14 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from adapters.base import Implementation
-from reference.errors import LSTMConformanceError
+from lstm_conformance.adapters.base import Implementation
+from lstm_conformance.names import IMPLEMENTATIONS
+from lstm_conformance.reference.errors import LSTMConformanceError
 
 ENTRY_POINT_GROUP = "lstm_conformance.implementations"
 
-#: name -> "module:object"; the module is imported only when the implementation is asked for.
-BUILTIN: dict[str, str] = {
-    "reference": "adapters.reference_impl:ReferenceImplementation",
-    "torch": "adapters.pytorch:TorchLSTM",
-    "torch-cell": "adapters.pytorch:TorchLSTMCell",
-    "tf-cell": "adapters.tf_cell:TFCell",
-    "tf-block": "adapters.tf_block:TFBlock",
-    "tf-block-v2": "adapters.tf_block:TFBlockV2",
-    "keras": "adapters.keras_layer:KerasLSTM",
-    "tf-keras": "adapters.keras_layer:TFKerasLSTM",
-    "onnxruntime": "adapters.onnx_runtime:OnnxRuntimeLSTM",
-    "onnx-reference": "adapters.onnx_runtime:OnnxReferenceLSTM",
-    "flax": "adapters.flax_cell:FlaxLSTMCell",
-    "flax-optimized": "adapters.flax_cell:FlaxOptimizedLSTMCell",
-}
+#: name -> "module:object" (``lstm_conformance.names``); the module is imported only when asked for.
+BUILTIN: dict[str, str] = IMPLEMENTATIONS
 
 
 def available_names() -> dict[str, str]:

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from adapters.tf_cell import (
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.tf_cell import (
     folded_bias,
     fused_kernel,
     import_tensorflow,
@@ -51,8 +51,8 @@ from adapters.tf_cell import (
     tape_gradients,
     tensorflow_unavailable_reason,
 )
-from reference.errors import LSTMConformanceError, UnsupportedFeatureError
-from reference.layout import GATES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from lstm_conformance.reference.errors import LSTMConformanceError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import GATES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
 #: Gate blocks of ``w`` and ``b`` in canonical names.
 BLOCK_LSTM_GATES: tuple[str, ...] = ("i", "g", "f", "o")  # BlockLSTM: i, ci, f, o

@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from reference.errors import FrameworkMissingError, LSTMConformanceError, UnsupportedFeatureError
-from reference.inputs import PreparedInputs
-from reference.layout import (
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.errors import FrameworkMissingError, LSTMConformanceError, UnsupportedFeatureError
+from lstm_conformance.reference.inputs import PreparedInputs
+from lstm_conformance.reference.layout import (
     GATES,
     PEEPHOLES,
     FloatArray,

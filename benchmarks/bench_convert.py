@@ -46,7 +46,7 @@ def write_torch_model(path: Path, size: int, layers: int) -> None:
 
 
 def convert(source: Path, destination: Path) -> None:
-    from conformance.cli import main
+    from lstm_conformance.cli import main
 
     with contextlib.redirect_stdout(io.StringIO()):  # the conversion's report, not wanted 2 x repeat times
         status = main(["convert", str(source), str(destination), "--no-verify", "--force"])
@@ -56,7 +56,7 @@ def convert(source: Path, destination: Path) -> None:
 
 def help_times(repeat: int) -> list[float]:
     script = shutil.which("lstm-conformance", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-m", "conformance.cli"]
+    command = [script] if script else [sys.executable, "-m", "lstm_conformance.cli"]
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -83,7 +83,12 @@ def main() -> None:
 
     start = time.perf_counter()
     # Keras 3 pulls in TensorFlow: the one-time cost every process converting to or from Keras pays.
-    for module in ("torch", "keras", "adapters.formats.torch_file", "adapters.formats.keras_file"):
+    for module in (
+        "torch",
+        "keras",
+        "lstm_conformance.adapters.formats.torch_file",
+        "lstm_conformance.adapters.formats.keras_file",
+    ):
         importlib.import_module(module)
     imported = time.perf_counter() - start
     print(f"one-time framework import (torch, keras + tensorflow, format modules): {imported:.2f} s")

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters.pytorch import to_state_dict
-from reference.layout import LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import lstm_forward_backward
+from lstm_conformance.adapters.pytorch import to_state_dict
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import lstm_forward_backward
 
 
 def torch_runner(weights: LSTMWeights, x: np.ndarray, dy: np.ndarray) -> Callable[[], Any]:

@@ -35,7 +35,7 @@ def run_suite(workers: str, extra: list[str], report_dir: Path) -> SuiteRun:
         "-m",
         "pytest",
         "--pyargs",
-        "conformance.suite",
+        "lstm_conformance.conformance.suite",
         "-q",
         "-p",
         "no:cacheprovider",

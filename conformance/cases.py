@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import RunInputs
-from reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.adapters.base import RunInputs
+from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
 
 #: Implementation variants: registry name -> [(variant id, constructor options)]. An implementation listed here
 #: runs once per variant, as ``name:variant``; one not listed runs once with no options.

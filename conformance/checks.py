@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.tolerances import Tolerance
+from lstm_conformance.conformance.tolerances import Tolerance
 
 
 @dataclass

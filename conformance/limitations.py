@@ -53,7 +53,7 @@ def onnx_reference_limitations() -> tuple[KnownLimitation, ...]:
     """The options ``onnx.reference`` silently ignores, from ``adapters.onnx_runtime.ONNX_REFERENCE_IGNORES``,
     imported lazily (the adapter module imports no framework at its top level)."""
     try:
-        module = importlib.import_module("adapters.onnx_runtime")
+        module = importlib.import_module("lstm_conformance.adapters.onnx_runtime")
     except ImportError:
         return ()
     ignored: dict[str, str] = getattr(module, "ONNX_REFERENCE_IGNORES", {})

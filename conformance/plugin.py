@@ -6,9 +6,9 @@ registry is imported only when implementations are named), and its report hooks 
 carry the suite's records. It imports no framework, collects no test and prints nothing in other runs.
 
 How the suite is collected: its test modules live in the package (``conformance/suite/``), so
-``pytest --pyargs conformance.suite [options]`` collects them wherever the package is installed, and
-``check_main(args)`` (``lstm-conformance check``) runs exactly that. The plugin does not inject items into other
-runs; the suite's ``pytest_generate_tests`` reads the settings this plugin parsed.
+``pytest --pyargs lstm_conformance.conformance.suite [options]`` collects them wherever the package is installed,
+and ``lstm-conformance check`` (``lstm_conformance.cli.check``) runs exactly that. The plugin does not inject
+items into other runs; the suite's ``pytest_generate_tests`` reads the settings this plugin parsed.
 
 The report: each suite test appends a record (implementation, check, case, dtype, device, mode, measured worst
 error as a fraction of its tolerance, ...) to its ``user_properties``; ``pytest_runtest_logreport`` gathers them
@@ -18,12 +18,11 @@ matrix and, with ``--lstm-report DIR``, writes ``DIR/report.json`` and ``DIR/rep
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
-from conformance.settings import SuiteSettings, add_options, parse_settings
+from lstm_conformance.conformance.settings import SuiteSettings, add_options, parse_settings
 
 #: The user_properties key of a suite test's record.
 RECORD_KEY = "lstm_conformance"
@@ -93,7 +92,7 @@ class ReportCollector:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results or hasattr(self.config, "workerinput"):
             return
-        from conformance import report
+        from lstm_conformance.conformance import report
 
         settings = self.config.stash[_SETTINGS]
         summary = report.build(self.results, settings)
@@ -103,20 +102,3 @@ class ReportCollector:
         if settings.report_dir is not None:
             written = report.write_files(summary, settings.report_dir)
             terminalreporter.write_line(f"report written: {', '.join(str(path) for path in written)}")
-
-
-#: pytest exit codes -> the command line's (0 success, 1 a check failed, 2 usage or input error).
-_EXIT_CODES = {int(pytest.ExitCode.OK): 0, int(pytest.ExitCode.TESTS_FAILED): 1}
-
-
-def check_main(args: list[str]) -> int:
-    """Run the conformance suite with pytest and the given pytest options (``lstm-conformance check``).
-
-    Returns 0 when every check passed, 1 when one failed, 2 for a usage error, an interrupted run, or options
-    that select no test.
-    """
-    # TF's tf.compat.v1 cells need this before TensorFlow's first import in every process; xdist workers
-    # inherit it from here. (Importing ``adapters`` sets it too, but a conftest may import TensorFlow first.)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    code = pytest.main(["--pyargs", "conformance.suite", *args])
-    return _EXIT_CODES.get(int(code), 2)

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from conformance.settings import SuiteSettings
+from lstm_conformance.conformance.settings import SuiteSettings
 
 CHECKS: tuple[str, ...] = ("forward", "gradients", "pair", "drawn")
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "skipped", "xfailed", "xpassed")

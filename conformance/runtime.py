@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from adapters.base import Implementation, RunOptions, RunResult
-from adapters.reference_impl import reference_run
-from adapters.registry import available_names, get_implementation, load_object
-from conformance.cases import IMPLEMENTATION_VARIANTS, Case, CaseData, make_case_data
-from conformance.settings import SuiteSettings
-from reference.errors import LSTMConformanceError
+from lstm_conformance.adapters.base import Implementation, RunOptions, RunResult
+from lstm_conformance.adapters.reference_impl import reference_run
+from lstm_conformance.adapters.registry import available_names, get_implementation, load_object
+from lstm_conformance.conformance.cases import IMPLEMENTATION_VARIANTS, Case, CaseData, make_case_data
+from lstm_conformance.conformance.settings import SuiteSettings
+from lstm_conformance.reference.errors import LSTMConformanceError
 
 
 @dataclass(frozen=True)

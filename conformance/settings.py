@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-#: Values ``--lstm-device`` accepts.
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-#: Values ``--lstm-dtype`` accepts (adapters.base.DTYPES, repeated so that this module stays import-free).
-DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+from lstm_conformance.names import DEVICES as NAMED_DEVICES
+from lstm_conformance.names import DTYPES as NAMED_DTYPES
+
+#: Values ``--lstm-device`` and ``--lstm-dtype`` accept (``lstm_conformance.names``, import-free).
+DEVICES: tuple[str, ...] = NAMED_DEVICES
+DTYPES: tuple[str, ...] = NAMED_DTYPES
 
 DEFAULT_DEVICES = "cpu,cuda"
 DEFAULT_DTYPES = "float64,float32"
@@ -126,8 +128,8 @@ def _natural(option: str, text: str) -> int:
 
 
 def _implementation_names(text: str, third_party: tuple[ThirdParty, ...]) -> tuple[str, ...]:
-    from adapters.registry import available_names  # only when the user names implementations
-    from conformance.cases import IMPLEMENTATION_VARIANTS
+    from lstm_conformance.adapters.registry import available_names  # only when the user names implementations
+    from lstm_conformance.conformance.cases import IMPLEMENTATION_VARIANTS
 
     registered = list(available_names())
     valid = registered + [
@@ -140,8 +142,8 @@ def _implementation_names(text: str, third_party: tuple[ThirdParty, ...]) -> tup
 def _third_party(specs: list[str]) -> tuple[ThirdParty, ...]:
     if not specs:
         return ()
-    from adapters.registry import available_names, load_object
-    from reference.errors import LSTMConformanceError
+    from lstm_conformance.adapters.registry import available_names, load_object
+    from lstm_conformance.reference.errors import LSTMConformanceError
 
     found = []
     for spec in specs:

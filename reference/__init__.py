@@ -1,6 +1,6 @@
 """The float64 NumPy reference LSTM and the canonical layout: the single source of truth."""
 
-from reference.errors import (
+from lstm_conformance.reference.errors import (
     FrameworkMissingError,
     InputFileError,
     LayoutError,
@@ -8,7 +8,7 @@ from reference.errors import (
     NotImplementedOptionError,
     UnsupportedFeatureError,
 )
-from reference.layout import (
+from lstm_conformance.reference.layout import (
     GATES,
     PEEPHOLES,
     Activation,
@@ -20,7 +20,7 @@ from reference.layout import (
     reorder_gates,
     save_npz,
 )
-from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
+from lstm_conformance.reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward, lstm_forward_backward
 
 __all__ = [
     "GATES",

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from reference.errors import NotImplementedOptionError
-from reference.layout import Activation
+from lstm_conformance.reference.errors import NotImplementedOptionError
+from lstm_conformance.reference.layout import Activation
 
 F64 = NDArray[np.float64]
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from reference.errors import LayoutError
-from reference.layout import LSTMConfig
+from lstm_conformance.reference.errors import LayoutError
+from lstm_conformance.reference.layout import LSTMConfig
 
 F64 = NDArray[np.float64]
 

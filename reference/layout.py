@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from reference.errors import LayoutError
+from lstm_conformance.reference.errors import LayoutError
 
 FloatArray = NDArray[np.floating[Any]]
 

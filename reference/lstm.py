@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from reference.activations import ActivationFunction, resolve
-from reference.inputs import PreparedInputs, prepare_inputs
-from reference.layout import LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
+from lstm_conformance.reference.activations import ActivationFunction, resolve
+from lstm_conformance.reference.inputs import PreparedInputs, prepare_inputs
+from lstm_conformance.reference.layout import LayerWeights, LSTMConfig, LSTMWeights, require_zero_biases
 
 F64 = NDArray[np.float64]
 

@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("jax", reason="jax is not installed (pip install 'lstm-conformance[jax]')")
 pytest.importorskip("flax", reason="flax is not installed (pip install 'lstm-conformance[jax]')")
 
-from adapters.base import Implementation, RunInputs, RunOptions, RunResult
-from adapters.flax_cell import FlaxLSTMCell, FlaxOptimizedLSTMCell, to_flax_params
-from adapters.reference_impl import reference_run
-from adapters.registry import get_implementation
-from reference.errors import UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, random_weights
-from reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward_backward
+from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.flax_cell import FlaxLSTMCell, FlaxOptimizedLSTMCell, to_flax_params
+from lstm_conformance.adapters.reference_impl import reference_run
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, random_weights
+from lstm_conformance.reference.lstm import LSTMGradients, LSTMOutputs, lstm_forward_backward
 
 FLOAT64_TOLERANCE = 1e-10
 FLOAT32_TOLERANCE = 1e-5

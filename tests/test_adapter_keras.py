@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.base import RunInputs, RunOptions
-from adapters.keras_layer import (
+from lstm_conformance.adapters.base import RunInputs, RunOptions
+from lstm_conformance.adapters.keras_layer import (
     KERAS3,
     TF_KERAS,
     KerasFlavor,
@@ -22,9 +22,9 @@ from adapters.keras_layer import (
     canonical_from_keras_weights,
     keras_layer_weights,
 )
-from reference.errors import UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, random_weights
-from reference.lstm import lstm_forward_backward
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, random_weights
+from lstm_conformance.reference.lstm import lstm_forward_backward
 
 pytest.importorskip("tensorflow", reason="the Keras adapters run on TensorFlow (pip install tensorflow-cpu)")
 

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'lstm-conformance[onnx]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'lstm-conformance[onnx]')")
 
-from adapters.base import RunInputs, RunOptions, RunResult
-from adapters.onnx_runtime import (
+from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.onnx_runtime import (
     ONNX_REFERENCE_IGNORES,
     GraphSignature,
     OnnxReferenceLSTM,
@@ -25,10 +25,10 @@ from adapters.onnx_runtime import (
     build_model,
     onnx_reference_ignored,
 )
-from adapters.registry import get_implementation
-from reference.errors import UnsupportedFeatureError
-from reference.layout import ACTIVATION_PARAMETERS, Activation, LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import LSTMOutputs, lstm_forward
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.layout import ACTIVATION_PARAMETERS, Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import LSTMOutputs, lstm_forward
 
 ORT_TOLERANCE = 1e-5
 FLOAT64_TOLERANCE = 1e-12

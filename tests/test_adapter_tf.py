@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.base import RunInputs, RunOptions
-from adapters.reference_impl import reference_run
-from adapters.registry import get_implementation
-from adapters.tf_block import (
+from lstm_conformance.adapters.base import RunInputs, RunOptions
+from lstm_conformance.adapters.reference_impl import reference_run
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.adapters.tf_block import (
     BLOCK_LSTM_GATES,
     BLOCK_LSTM_V2_GATES,
     TFBlock,
@@ -26,7 +26,7 @@ from adapters.tf_block import (
     from_block_gradients,
     to_block,
 )
-from adapters.tf_cell import (
+from lstm_conformance.adapters.tf_cell import (
     TF_CELL_GATES,
     TFCell,
     folded_bias,
@@ -35,9 +35,9 @@ from adapters.tf_cell import (
     native_prefix,
     to_tf_cell,
 )
-from reference.errors import UnsupportedFeatureError
-from reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import lstm_forward, lstm_forward_backward
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import lstm_forward, lstm_forward_backward
 
 tf = pytest.importorskip("tensorflow", reason="the TF adapters need TensorFlow (pip install tensorflow-cpu tf-keras)")
 pytest.importorskip("tf_keras", reason="tf.compat.v1 LSTM cells live in tf-keras (pip install tf-keras)")

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.base import Implementation, RunInputs, RunOptions
-from adapters.pytorch import (
+from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions
+from lstm_conformance.adapters.pytorch import (
     TorchLSTM,
     TorchLSTMCell,
     cell_state_key,
@@ -25,10 +25,10 @@ from adapters.pytorch import (
     to_cell_state_dict,
     to_state_dict,
 )
-from adapters.reference_impl import reference_run
-from adapters.registry import get_implementation
-from reference.errors import LayoutError, UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.adapters.reference_impl import reference_run
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.reference.errors import LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
 
 torch: Any = pytest.importorskip("torch")
 # torch says that its CPU kernel with proj_size falls back from oneDNN; the fallback is what runs and is checked.

@@ -1,6 +1,6 @@
 """The ``lstm-conformance`` commands end to end, on real files written by the frameworks' own save functions.
 
-Commands run in-process through ``conformance.cli.main`` (TensorFlow is imported once per process, not once
+Commands run in-process through ``lstm_conformance.cli.main`` (TensorFlow is imported once per process, not once
 per command); ``test_cli_help.py`` runs the console script itself. Expected values come from the frameworks
 (torch's autograd, a loaded Keras model), never from numbers written here.
 """
@@ -15,13 +15,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.base import RunInputs, RunOptions, RunResult
-from adapters.formats import FORMATS, ModelContents, get_format
-from adapters.formats.npz_file import NpzFormat
-from adapters.reference_impl import ReferenceImplementation
-from adapters.registry import BUILTIN
-from conformance.cli import main
-from reference.layout import GATES, LSTMConfig, LSTMWeights, load_npz, random_weights, reorder_gates, save_npz
+from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.formats import FORMATS, ModelContents, get_format
+from lstm_conformance.adapters.formats.npz_file import NpzFormat
+from lstm_conformance.adapters.reference_impl import ReferenceImplementation
+from lstm_conformance.adapters.registry import BUILTIN
+from lstm_conformance.cli import main
+from lstm_conformance.reference.layout import (
+    GATES,
+    LSTMConfig,
+    LSTMWeights,
+    load_npz,
+    random_weights,
+    reorder_gates,
+    save_npz,
+)
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference.layout import LSTMConfig
+from lstm_conformance.reference.layout import LSTMConfig
 from tests.test_cli import Run, cli, listing, npz_file, require_format, torch_lstm_file
 
 __all__ = ["cli"]  # the fixture, imported to be used here

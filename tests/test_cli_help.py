@@ -15,7 +15,7 @@ HEAVY = ("numpy", "torch", "tensorflow", "tf_keras", "keras", "jax", "flax", "on
 
 _PROBE = """
 import sys
-from conformance.cli import main
+from lstm_conformance.cli import main
 status = main({argv!r})
 heavy = [name for name in {heavy!r} if name in sys.modules]
 print("IMPORTED", heavy, file=sys.stderr)
@@ -45,12 +45,12 @@ def test_help_imports_no_framework(argv: list[str]) -> None:
 
 def test_help_names_every_command_and_the_run_gradient_names() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "conformance.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "lstm_conformance.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0
     for command in ("convert", "run", "compare", "inspect", "check"):
         assert command in done.stdout
     run_help = subprocess.run(
-        [sys.executable, "-m", "conformance.cli", "run", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "lstm_conformance.cli", "run", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     assert "grad/layers.0.forward.W" in " ".join(run_help.split())

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.formats import get_format
-from adapters.formats.keras_file import KerasFormat, KerasH5Format
-from adapters.keras_layer import KERAS3, TF_KERAS, KerasFlavor
-from reference.errors import InputFileError, UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, random_weights
-from reference.lstm import lstm_forward
+from lstm_conformance.adapters.formats import get_format
+from lstm_conformance.adapters.formats.keras_file import KerasFormat, KerasH5Format
+from lstm_conformance.adapters.keras_layer import KERAS3, TF_KERAS, KerasFlavor
+from lstm_conformance.reference.errors import InputFileError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, random_weights
+from lstm_conformance.reference.lstm import lstm_forward
 
 pytest.importorskip("tensorflow", reason="writing the test files needs TensorFlow (pip install tensorflow-cpu)")
 pytest.importorskip("h5py", reason="Keras files are HDF5 (pip install h5py)")

@@ -18,12 +18,12 @@ onnxruntime = pytest.importorskip(
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from adapters.formats import get_format, infer_format  # noqa: E402
-from adapters.formats.onnx_file import OnnxFormat  # noqa: E402
-from adapters.onnx_runtime import ONNX_GATES, layer_to_onnx  # noqa: E402
-from reference.errors import InputFileError, NotImplementedOptionError, UnsupportedFeatureError  # noqa: E402
-from reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights, reorder_gates  # noqa: E402
-from reference.lstm import lstm_forward  # noqa: E402
+from lstm_conformance.adapters.formats import get_format, infer_format  # noqa: E402
+from lstm_conformance.adapters.formats.onnx_file import OnnxFormat  # noqa: E402
+from lstm_conformance.adapters.onnx_runtime import ONNX_GATES, layer_to_onnx  # noqa: E402
+from lstm_conformance.reference.errors import InputFileError, NotImplementedOptionError, UnsupportedFeatureError  # noqa: E402
+from lstm_conformance.reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights, reorder_gates  # noqa: E402
+from lstm_conformance.reference.lstm import lstm_forward  # noqa: E402
 
 FLOAT32_TOLERANCE = 1e-5
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.formats import get_format, infer_format
-from adapters.formats.tf_checkpoint import TFCheckpointFormat
-from reference.errors import InputFileError, NotImplementedOptionError, UnsupportedFeatureError
-from reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import lstm_forward
+from lstm_conformance.adapters.formats import get_format, infer_format
+from lstm_conformance.adapters.formats.tf_checkpoint import TFCheckpointFormat
+from lstm_conformance.reference.errors import InputFileError, NotImplementedOptionError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import lstm_forward
 
 tf = pytest.importorskip("tensorflow", reason="TF checkpoints need TensorFlow (pip install tensorflow-cpu tf-keras)")
 pytest.importorskip("tf_keras", reason="tf.compat.v1 LSTM cells live in tf-keras (pip install tf-keras)")

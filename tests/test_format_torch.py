@@ -11,13 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.base import RunInputs, RunOptions
-from adapters.formats import FileFormat, get_format, infer_format
-from adapters.formats.torch_file import SafetensorsFormat, TorchFormat
-from adapters.pytorch import TorchLSTM, to_state_dict
-from reference.errors import InputFileError, LayoutError, NotImplementedOptionError, UnsupportedFeatureError
-from reference.layout import LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import lstm_forward
+from lstm_conformance.adapters.base import RunInputs, RunOptions
+from lstm_conformance.adapters.formats import FileFormat, get_format, infer_format
+from lstm_conformance.adapters.formats.torch_file import SafetensorsFormat, TorchFormat
+from lstm_conformance.adapters.pytorch import TorchLSTM, to_state_dict
+from lstm_conformance.reference.errors import (
+    InputFileError,
+    LayoutError,
+    NotImplementedOptionError,
+    UnsupportedFeatureError,
+)
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import lstm_forward
 
 torch: Any = pytest.importorskip("torch")
 safetensors_torch: Any = pytest.importorskip("safetensors.torch")

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from conformance import limitations
-from conformance.cases import GRID, round_to_dtype
-from conformance.limitations import KnownLimitation, find_limitation
-from conformance.plugin import check_main
-from conformance.tolerances import strict_mode_violation, tolerance_for
+from lstm_conformance.cli.check import check_main
+from lstm_conformance.conformance import limitations
+from lstm_conformance.conformance.cases import GRID, round_to_dtype
+from lstm_conformance.conformance.limitations import KnownLimitation, find_limitation
+from lstm_conformance.conformance.tolerances import strict_mode_violation, tolerance_for
 
 pytest_plugins = ["pytester"]
 
 EXAMPLE_DIR = Path(__file__).parent / "third_party_example"
 TINY = "--lstm-implementation=tiny_lstm:TinyLSTM"
 SWAPPED = "--lstm-implementation=tiny_lstm:TinyLSTMSwappedGates"
-SUITE = ("--pyargs", "conformance.suite", "-p", "no:cacheprovider")
+SUITE = ("--pyargs", "lstm_conformance.conformance.suite", "-p", "no:cacheprovider")
 
 
 @pytest.fixture
@@ -69,7 +69,8 @@ def test_plugin_is_inert_in_unrelated_runs(pytester: pytest.Pytester) -> None:
 
         def test_nothing_heavy_imported(pytestconfig):
             assert pytestconfig.getoption("--lstm-seed") == "0"  # the plugin is loaded
-            heavy = {"numpy", "torch", "tensorflow", "jax", "onnxruntime", "adapters.registry"} & set(sys.modules)
+            heavy = {"numpy", "torch", "tensorflow", "jax", "onnxruntime", "lstm_conformance.adapters.registry"}
+            heavy &= set(sys.modules)
             assert not heavy
         """
     )
@@ -132,7 +133,7 @@ def test_entry_point_registration(pytester: pytest.Pytester, monkeypatch: pytest
 def test_unsupported_dtype_and_unavailable_framework_skip_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         missing_framework="""
-        from conformance.cases import GRID
+        from lstm_conformance.conformance.cases import GRID
         from tiny_lstm import TinyLSTM
 
         class NotInstalled(TinyLSTM):
@@ -183,7 +184,7 @@ def test_known_limitation_is_strict_xfail_and_a_fixed_one_is_reported(
 
 def test_onnx_reference_ignored_options_are_known_limitations() -> None:
     if not limitations.onnx_reference_limitations():
-        pytest.skip("adapters.onnx_runtime has no ONNX_REFERENCE_IGNORES")
+        pytest.skip("lstm_conformance.adapters.onnx_runtime has no ONNX_REFERENCE_IGNORES")
     assert find_limitation("onnx-reference", ["ragged"], "cpu", "float32", "forward") is not None
     assert find_limitation("onnx-reference", ["gate_activation=relu"], "cpu", "float32", "forward") is not None
     assert find_limitation("onnx-reference", ["initial_state"], "cpu", "float32", "forward") is None

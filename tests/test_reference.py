@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from reference.layout import ACTIVATION_PARAMETERS, Activation, LSTMConfig, LSTMWeights, random_weights
-from reference.lstm import LSTMGradients, kink_margin, lstm_forward, lstm_forward_backward
+from lstm_conformance.reference.layout import ACTIVATION_PARAMETERS, Activation, LSTMConfig, LSTMWeights, random_weights
+from lstm_conformance.reference.lstm import LSTMGradients, kink_margin, lstm_forward, lstm_forward_backward
 
 F64 = NDArray[np.float64]
 

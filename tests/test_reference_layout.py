@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference.errors import LayoutError
-from reference.layout import (
+from lstm_conformance.reference.errors import LayoutError
+from lstm_conformance.reference.layout import (
     ACTIVATION_PARAMETERS,
     GATES,
     NPZ_CONFIG_KEY,

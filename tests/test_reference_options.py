@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from adapters.base import RunInputs, RunOptions
-from adapters.registry import get_implementation
-from reference.activations import resolve
-from reference.errors import LayoutError, NotImplementedOptionError, UnsupportedFeatureError
-from reference.layout import (
+from lstm_conformance.adapters.base import RunInputs, RunOptions
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.reference.activations import resolve
+from lstm_conformance.reference.errors import LayoutError, NotImplementedOptionError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import (
     ACTIVATION_PARAMETERS,
     GATES,
     Activation,
@@ -26,7 +26,7 @@ from reference.layout import (
     random_weights,
     reorder_gates,
 )
-from reference.lstm import LSTMOutputs, lstm_forward, lstm_forward_backward
+from lstm_conformance.reference.lstm import LSTMOutputs, lstm_forward, lstm_forward_backward
 
 F64 = NDArray[np.float64]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.formats import get_format
-from conformance.cli import main
-from reference.layout import LSTMConfig, LSTMWeights, random_weights, save_npz
+from lstm_conformance.adapters.formats import get_format
+from lstm_conformance.cli import main
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights, random_weights, save_npz
 
 #: Format -> the file name it is written under (a TF checkpoint is a prefix).
 FILE_NAMES: dict[str, str] = {

@@ -16,19 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reference.errors import InputFileError, LSTMConformanceError, NotImplementedOptionError
-from reference.layout import LSTMWeights
+from lstm_conformance.names import FORMATS as FORMAT_SPECS
+from lstm_conformance.reference.errors import InputFileError, LSTMConformanceError, NotImplementedOptionError
+from lstm_conformance.reference.layout import LSTMWeights
 
-#: Format name -> "module:class". Order matters for suffix inference: first match wins.
-FORMATS: dict[str, str] = {
-    "npz": "adapters.formats.npz_file:NpzFormat",
-    "torch": "adapters.formats.torch_file:TorchFormat",
-    "safetensors": "adapters.formats.torch_file:SafetensorsFormat",
-    "keras": "adapters.formats.keras_file:KerasFormat",
-    "keras-h5": "adapters.formats.keras_file:KerasH5Format",
-    "tf-checkpoint": "adapters.formats.tf_checkpoint:TFCheckpointFormat",
-    "onnx": "adapters.formats.onnx_file:OnnxFormat",
-}
+#: Format name -> "module:class" (``lstm_conformance.names``), imported lazily.
+FORMATS: dict[str, str] = FORMAT_SPECS
 
 #: Suffix -> format name, for ``--from``/``--to`` inference (longest suffix first).
 SUFFIXES: dict[str, str] = {

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
-from adapters.keras_layer import (
+from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
+from lstm_conformance.adapters.keras_layer import (
     KERAS3,
     TF_KERAS,
     KerasFlavor,
@@ -60,8 +60,8 @@ from adapters.keras_layer import (
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
-from reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
-from reference.layout import LSTMWeights
+from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import LSTMWeights
 
 #: Keras class names of a model that holds layers of its own.
 _MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})

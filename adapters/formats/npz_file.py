@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
-from reference.errors import InputFileError, LayoutError, NotImplementedOptionError
-from reference.layout import LSTMWeights, load_npz, save_npz
+from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
+from lstm_conformance.reference.errors import InputFileError, LayoutError, NotImplementedOptionError
+from lstm_conformance.reference.layout import LSTMWeights, load_npz, save_npz
 
 #: The first bytes of a zip archive (an .npz is one); an empty archive starts with the second.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")

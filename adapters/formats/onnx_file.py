@@ -33,9 +33,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, format_hint, refuse_options
-from reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
-from reference.layout import Activation, LayerWeights, LSTMConfig, LSTMWeights
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    format_hint,
+    refuse_options,
+)
+from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import Activation, LayerWeights, LSTMConfig, LSTMWeights
 
 if TYPE_CHECKING:
     import onnx
@@ -55,7 +62,7 @@ class OnnxFormat(FileFormat):
     implementation = "onnxruntime"
 
     def unavailable_reason(self) -> str | None:
-        from adapters.onnx_runtime import OnnxReferenceLSTM
+        from lstm_conformance.adapters.onnx_runtime import OnnxReferenceLSTM
 
         return OnnxReferenceLSTM().unavailable_reason()
 
@@ -88,7 +95,7 @@ class OnnxFormat(FileFormat):
         refuse_options(options, (), self._NO_OPTIONS)
         import onnx
 
-        from adapters.onnx_runtime import GraphSignature, build_model
+        from lstm_conformance.adapters.onnx_runtime import GraphSignature, build_model
 
         model = build_model(weights, GraphSignature(), dtype="float32")
         onnx.save(model, str(path))
@@ -185,7 +192,7 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> _Node:
-    from adapters.onnx_runtime import OnnxLayerArrays, from_float32, layer_from_onnx
+    from lstm_conformance.adapters.onnx_runtime import OnnxLayerArrays, from_float32, layer_from_onnx
 
     name = node.name or f"LSTM_{index}"
     where = f"{path}: LSTM node {name!r}"
@@ -269,7 +276,11 @@ def _check_shapes(where: str, arrays: Mapping[str, NDArray[Any]], dirs: int, hid
 
 def _activations(where: str, attributes: Mapping[str, Any], dirs: int) -> dict[str, Activation]:
     """The canonical activation of each role, from the node's activations, alphas and betas."""
-    from adapters.onnx_runtime import ONNX_ACTIVATION_PARAMETERS, ONNX_AGREED_DEFAULTS, activation_from_onnx
+    from lstm_conformance.adapters.onnx_runtime import (
+        ONNX_ACTIVATION_PARAMETERS,
+        ONNX_AGREED_DEFAULTS,
+        activation_from_onnx,
+    )
 
     names = list(attributes.get("activations", _DEFAULT_ACTIVATIONS * dirs))
     if len(names) != 3 * dirs:

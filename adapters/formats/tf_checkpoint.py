@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
-from adapters.tf_cell import (
+from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
+from lstm_conformance.adapters.tf_cell import (
     CELL_SCOPES,
     PEEPHOLE_VARIABLES,
     PROJECTION_VARIABLE,
@@ -50,8 +50,13 @@ from adapters.tf_cell import (
     tensorflow_unavailable_reason,
     to_tf_variables,
 )
-from reference.errors import InputFileError, LayoutError, NotImplementedOptionError, UnsupportedFeatureError
-from reference.layout import TANH, FloatArray, LSTMConfig, LSTMWeights
+from lstm_conformance.reference.errors import (
+    InputFileError,
+    LayoutError,
+    NotImplementedOptionError,
+    UnsupportedFeatureError,
+)
+from lstm_conformance.reference.layout import TANH, FloatArray, LSTMConfig, LSTMWeights
 
 READ_OPTIONS = ("forget_bias", "cell_clip", "proj_clip")
 WRITE_OPTIONS = ("forget_bias", "scope", "cell", "dtype")

@@ -19,10 +19,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, format_hint, refuse_options
-from adapters.pytorch import FRAMEWORK, LSTM_KEY_PATTERN, describe, from_state_dict, to_state_dict
-from reference.errors import InputFileError, LSTMConformanceError, UnsupportedFeatureError
-from reference.layout import LSTMWeights
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    format_hint,
+    refuse_options,
+)
+from lstm_conformance.adapters.pytorch import FRAMEWORK, LSTM_KEY_PATTERN, describe, from_state_dict, to_state_dict
+from lstm_conformance.reference.errors import InputFileError, LSTMConformanceError, UnsupportedFeatureError
+from lstm_conformance.reference.layout import LSTMWeights
 
 #: dtypes a written file may hold (options["dtype"]).
 WRITE_DTYPES = ("float64", "float32", "float16", "bfloat16")

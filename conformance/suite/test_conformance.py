@@ -25,17 +25,23 @@ from typing import Any
 
 import pytest
 
-from adapters.base import Implementation, RunOptions, RunResult
-from conformance import runtime
-from conformance.cases import GRID, PAIR_CASES, Case, case_by_name, drawn_cases
-from conformance.checks import Measurement, assert_all_close, assert_math_mode, measure
-from conformance.limitations import find_limitation
-from conformance.plugin import RECORD_KEY, suite_settings
-from conformance.runtime import Target
-from conformance.settings import SuiteSettings
-from conformance.tolerances import Tolerance, combined, math_mode_for, strict_mode_violation, tolerance_for
-from reference.errors import UnsupportedFeatureError
-from reference.lstm import LSTMGradients, LSTMOutputs
+from lstm_conformance.adapters.base import Implementation, RunOptions, RunResult
+from lstm_conformance.conformance import runtime
+from lstm_conformance.conformance.cases import GRID, PAIR_CASES, Case, case_by_name, drawn_cases
+from lstm_conformance.conformance.checks import Measurement, assert_all_close, assert_math_mode, measure
+from lstm_conformance.conformance.limitations import find_limitation
+from lstm_conformance.conformance.plugin import RECORD_KEY, suite_settings
+from lstm_conformance.conformance.runtime import Target
+from lstm_conformance.conformance.settings import SuiteSettings
+from lstm_conformance.conformance.tolerances import (
+    Tolerance,
+    combined,
+    math_mode_for,
+    strict_mode_violation,
+    tolerance_for,
+)
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.lstm import LSTMGradients, LSTMOutputs
 
 
 @dataclass(frozen=True)

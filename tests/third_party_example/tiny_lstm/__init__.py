@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from reference.layout import LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.reference.layout import LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
 
 Array = NDArray[Any]
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Implementation, RunInputs, RunResult
-from adapters.registry import get_implementation
-from conformance.commands.common import (
+from lstm_conformance.adapters.base import Implementation, RunInputs, RunResult
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.cli.common import (
     LoadedModel,
     Progress,
     check_forget_bias_applies,
@@ -47,8 +47,16 @@ from conformance.commands.common import (
     tolerance_for,
     weights_dtype,
 )
-from reference.errors import LSTMConformanceError
-from reference.layout import DIRECTIONS, GATES, PEEPHOLES, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from lstm_conformance.reference.errors import LSTMConformanceError
+from lstm_conformance.reference.layout import (
+    DIRECTIONS,
+    GATES,
+    PEEPHOLES,
+    LayerWeights,
+    LSTMConfig,
+    LSTMWeights,
+    reorder_gates,
+)
 
 EXIT_AGREE, EXIT_DIFFER = 0, 1
 #: Config fields that fix array shapes: two models differing here cannot run on the same input.

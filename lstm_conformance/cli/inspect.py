@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.formats import FoundLSTM
-from conformance.commands.common import (
+from lstm_conformance.adapters.formats import FoundLSTM
+from lstm_conformance.cli.common import (
     check_forget_bias_applies,
     describe_config,
     format_of,

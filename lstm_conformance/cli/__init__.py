@@ -12,15 +12,26 @@ traceback and no partial output file. An unexpected exception still shows its tr
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
+from lstm_conformance.names import DTYPES, FORMATS, IMPLEMENTATIONS
+
 PROG = "lstm-conformance"
-FORMAT_NAMES = "torch, safetensors, keras, keras-h5, tf-checkpoint, onnx, npz"
-IMPLEMENTATION_NAMES = "reference, torch, torch-cell, tf-cell, tf-block, keras, tf-keras, onnxruntime, flax, ..."
+FORMAT_NAMES = ", ".join(FORMATS)
+IMPLEMENTATION_NAMES = ", ".join(IMPLEMENTATIONS) + ", or one a third party registers"
+
+#: Command name -> "module:function", imported only when that command runs (each module imports NumPy).
+COMMANDS: dict[str, str] = {
+    "convert": "lstm_conformance.cli.convert:convert_command",
+    "run": "lstm_conformance.cli.run:run_command",
+    "compare": "lstm_conformance.cli.compare:compare_command",
+    "inspect": "lstm_conformance.cli.inspect:inspect_command",
+}
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -124,7 +135,7 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--to", dest="to_format", metavar="FMT", help=f"DST's format ({FORMAT_NAMES})")
     parser.add_argument(
         "--dtype",
-        choices=("float64", "float32", "float16", "bfloat16"),
+        choices=DTYPES,
         help="the dtype DST stores (default: the format's choice, usually the source's own)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
@@ -197,27 +208,15 @@ def _quiet_frameworks() -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     _quiet_frameworks()
-    # Imported here: each command module imports NumPy and, when run, the frameworks it needs.
-    if args.command == "convert":
-        from conformance.commands.convert import convert_command as command
-    elif args.command == "run":
-        from conformance.commands.run import run_command as command
-    elif args.command == "compare":
-        from conformance.commands.compare import compare_command as command
-    else:
-        from conformance.commands.inspect import inspect_command as command
-    chosen: Callable[[argparse.Namespace], int] = command
-    return chosen(args)
+    module_name, _, function_name = COMMANDS[args.command].partition(":")
+    command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module_name), function_name)
+    return command(args)
 
 
 def _check(arguments: list[str]) -> int:
-    import conformance.plugin as plugin
+    from lstm_conformance.cli.check import check_main
 
-    check_main = getattr(plugin, "check_main", None)
-    if check_main is None:
-        raise UsageError("the conformance suite (conformance.plugin.check_main) is not installed in this build", PROG)
-    status: int = check_main(arguments)
-    return status
+    return check_main(arguments)
 
 
 def _one_line(text: str) -> str:
@@ -283,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:
         # Errors this project raises on purpose; anything else is a bug and keeps its traceback.
-        from reference.errors import LSTMConformanceError
+        from lstm_conformance.reference.errors import LSTMConformanceError
 
         if not isinstance(error, LSTMConformanceError):
             raise

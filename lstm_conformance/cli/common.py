@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Implementation, RunInputs, RunOptions, RunResult
-from adapters.formats import FileFormat, FoundLSTM, ModelContents, get_format, infer_format
-from adapters.registry import get_implementation
-from reference.errors import FrameworkMissingError, InputFileError, LSTMConformanceError
-from reference.layout import LSTMConfig, LSTMWeights
+from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, get_format, infer_format
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.reference.errors import FrameworkMissingError, InputFileError, LSTMConformanceError
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
 PROG = "lstm-conformance"
 TF_CHECKPOINT = "tf-checkpoint"

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import RunResult
-from adapters.formats import FoundLSTM
-from conformance.commands.common import (
+from lstm_conformance.adapters.base import RunResult
+from lstm_conformance.adapters.formats import FoundLSTM
+from lstm_conformance.cli.common import (
     LoadedModel,
     Progress,
     StagedOutput,
@@ -34,8 +34,8 @@ from conformance.commands.common import (
     tolerance_for,
     weights_dtype,
 )
-from reference.errors import InputFileError
-from reference.layout import LSTMConfig, LSTMWeights
+from lstm_conformance.reference.errors import InputFileError
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
 EXIT_OK, EXIT_NOT_VERIFIED = 0, 1
 VERIFY_STEPS, VERIFY_BATCH = 5, 3

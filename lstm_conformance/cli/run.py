@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.base import Implementation, RunInputs, RunOptions, RunResult
-from adapters.registry import get_implementation
-from conformance.commands.common import (
+from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.cli.common import (
     LoadedModel,
     StagedOutput,
     check_forget_bias_applies,
@@ -26,7 +26,7 @@ from conformance.commands.common import (
     load_model,
     warn,
 )
-from reference.errors import FrameworkMissingError, InputFileError, LayoutError
+from lstm_conformance.reference.errors import FrameworkMissingError, InputFileError, LayoutError
 
 NATIVE = "native"
 #: Formats holding a state_dict, where an LSTM's name is the prefix of its keys.

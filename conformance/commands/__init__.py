@@ -1,1 +1,0 @@
-"""The commands of ``lstm-conformance``, one module each; imported only when the command runs."""

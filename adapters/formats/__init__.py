@@ -14,11 +14,14 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lstm_conformance.names import FORMATS as FORMAT_SPECS
 from lstm_conformance.reference.errors import InputFileError, LSTMConformanceError, NotImplementedOptionError
 from lstm_conformance.reference.layout import LSTMWeights
+
+if TYPE_CHECKING:
+    from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
 
 #: Format name -> "module:class" (``lstm_conformance.names``), imported lazily.
 FORMATS: dict[str, str] = FORMAT_SPECS
@@ -38,6 +41,12 @@ SUFFIXES: dict[str, str] = {
 }
 
 
+class SourceRunner(Protocol):
+    """Runs an LSTM as its file's own framework loads the file (``FoundLSTM.run_source``)."""
+
+    def __call__(self, inputs: RunInputs, options: RunOptions) -> RunResult: ...
+
+
 @dataclass
 class FoundLSTM:
     """One LSTM read from a file.
@@ -45,8 +54,15 @@ class FoundLSTM:
     ``name``: where it sits in the file (a state_dict prefix, a Keras layer name; "" for a bare LSTM).
     ``implementation`` and ``implementation_options``: what runs this file's layout natively
     (``adapters.registry.get_implementation(implementation, **implementation_options)``).
-    ``notes``: assumptions made while reading, said to the user (for example TF's forget_bias).
-    ``batch_first``: the layout the file's own model takes its input in (informational).
+    ``notes``: what the reader found worth saying (informational, not changing the function).
+    ``assumptions``: every assumption the reading made that changes the function the file computes, because
+    the file does not store it (TF's forget_bias in a checkpoint without its graph; the activations, batch
+    layout or masking of a weights-only file). Said on stderr as assumptions; a conversion from a file with
+    assumptions and no ``run_source`` is "converted under assumptions", never "verified".
+    ``run_source``: runs this LSTM as the file's own framework loads the file itself (the ONNX node as it
+    stands in the file, the Keras model Keras loads, the TF1 graph restored from its .meta), not this project's
+    reading of it; None when the file holds weights only. Inputs and results follow ``Implementation.run``.
+    ``batch_first``: the layout the file's own model takes its input in, None when the file does not say.
     """
 
     name: str
@@ -54,7 +70,9 @@ class FoundLSTM:
     implementation: str
     implementation_options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    batch_first: bool = False
+    batch_first: bool | None = False
+    assumptions: list[str] = field(default_factory=list)
+    run_source: SourceRunner | None = None
 
 
 @dataclass

@@ -9,12 +9,15 @@ check (one tensor comparison) even in a failing test.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lstm_conformance.conformance.tolerances import Tolerance
+
+if TYPE_CHECKING:
+    from lstm_conformance.reference.lstm import LSTMGradients
 
 
 @dataclass
@@ -104,3 +107,27 @@ def assert_math_mode(*, problem: str | None, implementation: str, case: str, rep
     __tracebackhide__ = True
     if problem:
         raise AssertionError(f"math mode: {problem} [{implementation}, {case}]\nreproduce alone: {reproduce}")
+
+
+#: The forward outputs every check compares, in PyTorch's conventions.
+OUTPUTS: tuple[str, ...] = ("y", "h_n", "c_n")
+
+
+def forward_measurements(got: Any, expected: Any, tolerance: Tolerance) -> list[Measurement]:
+    """y, h_n and c_n of ``got`` against ``expected`` (anything with those attributes: run results, outputs)."""
+    return [measure(name, getattr(got, name), getattr(expected, name), tolerance) for name in OUTPUTS]
+
+
+def gradient_measurements(
+    got: LSTMGradients | None, expected: LSTMGradients, tolerance: Tolerance
+) -> list[Measurement]:
+    """Gradients with respect to x, h0, c0 and every parameter in the canonical layout (``grad[<key>]``); a
+    missing gradient is a failed measurement, never a skipped one."""
+    found = [
+        measure(f"grad_{name}", getattr(got, name, None), getattr(expected, name), tolerance)
+        for name in ("x", "h0", "c0")
+    ]
+    got_parameters = got.weights.named_arrays() if got is not None else {}
+    for key, value in expected.weights.named_arrays().items():
+        found.append(measure(f"grad[{key}]", got_parameters.get(key), value, tolerance))
+    return found

@@ -126,3 +126,10 @@ def strict_mode_violation(requested_mode: str, reported: str) -> str | None:
     if requested_mode == "strict" and "tf32" in reported.lower():
         return f"ran with math mode {reported!r} although strict mode (allow_tf32=False) was asked"
     return None
+
+
+def pair_tolerance(math_mode: str, first: str, second: str, device: str, steps: int) -> Tolerance:
+    """Two implementations compared with each other, as the suite's pair test compares them (outputs and
+    gradients under one tolerance): each side's gradient tolerance from the reference, summed (``combined``).
+    ``convert``'s proof and ``compare`` use it too, so "verified" and "agree" mean what a pair pass means."""
+    return combined(*(tolerance_for(math_mode, name, device, "gradients", steps) for name in (first, second)))

@@ -9,25 +9,19 @@ from typing import Any
 
 import numpy as np
 
+from lstm_conformance import api
 from lstm_conformance.adapters.formats import FoundLSTM
-from lstm_conformance.cli.common import (
-    check_forget_bias_applies,
-    describe_config,
-    format_of,
-    format_options,
-    read_model,
-    warn_nonfinite,
-    weights_dtype,
-)
+from lstm_conformance.cli.common import describe_config, warn
 
 
 def inspect_command(args: argparse.Namespace) -> int:
     path = Path(args.model)
-    format_name = format_of(path, args.from_format)
-    check_forget_bias_applies(args.forget_bias, [format_name])
-    contents = read_model(path, format_name, format_options(format_name, args.forget_bias))
+    format_name = api.format_of(path, args.from_format)
+    api.check_forget_bias_applies(args.forget_bias, [format_name])
+    contents = api.read_contents(path, format_name, api.format_options(format_name, args.forget_bias))
     for found in contents.lstms:
-        warn_nonfinite(found.weights, path)
+        for message in api.nonfinite_warnings(found.weights, path):
+            warn(message)
     listing = {
         "path": str(path),
         "format": format_name,
@@ -50,12 +44,14 @@ def _describe(found: FoundLSTM) -> dict[str, Any]:
         "config": json.loads(config.to_json()),
         "features": config.features(),
         "batch_first": found.batch_first,
-        "dtype": weights_dtype(found.weights),
+        "dtype": api.weights_dtype(found.weights),
         "parameters": {
             key: {"shape": list(array.shape), "dtype": str(np.asarray(array).dtype)}
             for key, array in found.weights.named_arrays().items()
         },
         "notes": list(found.notes),
+        "assumptions": list(found.assumptions),
+        "runs_itself": found.run_source is not None,
     }
 
 
@@ -76,6 +72,8 @@ def _print(listing: dict[str, Any], lstms: list[FoundLSTM]) -> None:
                 print(f"    layer {layer} {('forward', 'reverse')[direction]}: {shapes}")
         for note in entry["notes"]:
             print(f"  note: {note}")
+        for text in entry["assumptions"]:
+            print(f"  assumption: {text}")
     others = listing["other_tensors"]
     if others:
         shown = ", ".join(others[:20]) + (f", ... ({len(others)} in all)" if len(others) > 20 else "")

@@ -1,10 +1,9 @@
 """``lstm-conformance run MODEL --implementation IMPL --input X.npy ... --output OUT.npz``.
 
 OUT.npz keys: ``y``, ``h_n``, ``c_n`` (PyTorch's shapes); with ``--grad-output``: ``grad_x``, ``grad_h0``,
-``grad_c0`` and ``grad/<name>`` per parameter. Parameter names are the framework's own (the implementation's
-``Gradients.native``, under the LSTM's state_dict prefix for torch files) when IMPL is MODEL's own
-implementation, and the canonical ``layers.K.DIRECTION.NAME`` otherwise: another implementation's names are
-not the file's.
+``grad_c0`` and ``grad/<name>`` per parameter, named and shaped as in MODEL itself whatever IMPL ran (the
+contract of ../shared/DESIGN.md): the canonical gradients are mapped to MODEL's names by the mapping of MODEL's
+own layout (``file_gradients``), the one that maps its weights, since gradients have the weights' layout.
 """
 
 from __future__ import annotations
@@ -16,17 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance import api
+from lstm_conformance.adapters.base import Gradients, Implementation, RunInputs, RunOptions, RunResult
 from lstm_conformance.adapters.registry import get_implementation
-from lstm_conformance.cli.common import (
-    LoadedModel,
-    StagedOutput,
-    check_forget_bias_applies,
-    format_of,
-    load_model,
-    warn,
-)
+from lstm_conformance.cli.common import warn
 from lstm_conformance.reference.errors import FrameworkMissingError, InputFileError, LayoutError
+from lstm_conformance.reference.layout import LSTMWeights
 
 NATIVE = "native"
 #: Formats holding a state_dict, where an LSTM's name is the prefix of its keys.
@@ -34,12 +28,12 @@ STATE_DICT_FORMATS = ("torch", "safetensors")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    model_format = format_of(Path(args.model), args.from_format)
-    check_forget_bias_applies(args.forget_bias, [model_format])
-    model = load_model(args.model, model_format, args.select, args.forget_bias)
+    model = api.read(args.model, format=args.from_format, select=args.select, forget_bias=args.forget_bias)
+    for message in model.warnings:
+        warn(message)
     implementation, own = _implementation(model, args.implementation)
     inputs = _inputs(args)
-    config = model.found.weights.config
+    config = model.config
     try:
         inputs.prepare(config)
     except LayoutError as error:
@@ -47,26 +41,26 @@ def run_command(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float64" if "float64" in implementation.capabilities().dtypes else "float32")
     options = RunOptions(dtype=dtype, device=args.device)
     implementation.check_supported(config, inputs, options)
-    result = implementation.run(model.found.weights, inputs, options)
-    arrays = _output_arrays(result, own, _state_dict_prefix(model) if own else "")
+    result = implementation.run(model.weights, inputs, options)
+    arrays, naming = _output_arrays(result, model, own)
     output = Path(args.output)
-    with StagedOutput(output) as staged:
+    with api.StagedOutput(output) as staged:
         with open(staged.path, "wb") as handle:
             save: Any = np.savez  # numpy's stubs take **arrays for its allow_pickle keyword
             save(handle, **arrays)
         staged.commit()
     shapes = ", ".join(f"{key} {list(value.shape)}" for key, value in arrays.items() if "/" not in key)
     parameters = sum("/" in key for key in arrays)
-    naming = "" if not parameters else f" and {parameters} grad/ arrays ({'native' if own else 'canonical'} names)"
-    print(f"wrote {output}: {shapes}{naming}; {implementation.name}, {result.math_mode} on {args.device}")
+    named = "" if not parameters else f" and {parameters} grad/ arrays ({naming})"
+    print(f"wrote {output}: {shapes}{named}; {implementation.name}, {result.math_mode} on {args.device}")
     return 0
 
 
-def _implementation(model: LoadedModel, name: str) -> tuple[Implementation, bool]:
+def _implementation(model: api.Model, name: str) -> tuple[Implementation, bool]:
     """The implementation to run, and whether it is the model's own (its options and native names apply)."""
-    own = name in (NATIVE, model.found.implementation)
+    own = name in (NATIVE, model.implementation)
     if own:
-        implementation = get_implementation(model.found.implementation, **model.found.implementation_options)
+        implementation = get_implementation(model.implementation, **model.implementation_options)
     else:
         implementation = get_implementation(name)
     reason = implementation.unavailable_reason()
@@ -118,21 +112,56 @@ def _shapes_wanted(config: Any, inputs: RunInputs) -> str:
     )
 
 
-def _state_dict_prefix(model: LoadedModel) -> str:
-    """A torch file's LSTM sits under its name in the state_dict (``encoder.weight_ih_l0``): its gradients
-    are named so too, as in MODEL itself."""
-    return f"{model.found.name}." if model.format_name in STATE_DICT_FORMATS and model.found.name else ""
+def file_gradients(model: api.Model, canonical: LSTMWeights) -> dict[str, NDArray[Any]] | None:
+    """The parameter gradients under MODEL's own names and shapes, through the mapping of MODEL's layout (the
+    one that writes its weights), or None where this layout has no such mapping here.
+
+    A gradient is the weights' layout, but not their constants: TF's forget_bias is a shift, which changes no
+    gradient, so it is mapped with forget_bias 0; and the canonical ``Wb`` and ``Rb`` gradients are equal
+    (only their sum enters the LSTM), so a layout with two biases (torch) gives each that gradient, and a layout
+    with one (TF) gives it once: mapped with ``Rb`` zero, since the mapping would sum them."""
+    implementation, config = model.implementation, model.config
+    if implementation in ("torch", "torch-cell"):
+        from lstm_conformance.adapters import pytorch
+
+        mapping = pytorch.to_state_dict if implementation == "torch" else pytorch.to_cell_state_dict
+        prefix = f"{model.name}." if model.format in STATE_DICT_FORMATS and model.name else ""
+        return {f"{prefix}{key}": value for key, value in mapping(canonical).items()}
+    if implementation == "tf-cell":
+        from lstm_conformance.adapters.tf_cell import choose_cell, to_tf_variables
+
+        cell = choose_cell(config, str(model.implementation_options.get("cell", "auto")))
+        one_bias = canonical.map(np.array)
+        for per_direction in one_bias.layers:
+            for layer in per_direction:
+                layer.Rb = np.zeros_like(layer.Rb)
+        return to_tf_variables(one_bias, 0.0, cell, scope=model.name)
+    if implementation == "reference":
+        return canonical.named_arrays()  # an npz file: the canonical layout is its own
+    return None
 
 
-def _output_arrays(result: RunResult, own: bool, prefix: str) -> dict[str, NDArray[Any]]:
+def _output_arrays(result: RunResult, model: api.Model, own: bool) -> tuple[dict[str, NDArray[Any]], str]:
+    """The arrays of OUT.npz, and how the grad/ arrays are named."""
     arrays: dict[str, NDArray[Any]] = {"y": result.y, "h_n": result.h_n, "c_n": result.c_n}
     gradients = result.gradients
     if gradients is None:
-        return arrays
+        return arrays, ""
     arrays.update(grad_x=gradients.x, grad_h0=gradients.h0, grad_c0=gradients.c0)
-    named = gradients.native if own and gradients.native else gradients.weights.named_arrays()
-    if own and not gradients.native:
-        warn("the implementation gave no native gradient names; grad/ arrays use the canonical names")
+    named, naming = _named_gradients(gradients, model, own)
     for name, value in named.items():
-        arrays[f"grad/{prefix}{name}"] = np.asarray(value)
-    return arrays
+        arrays[f"grad/{name}"] = np.asarray(value)
+    return arrays, naming
+
+
+def _named_gradients(gradients: Gradients, model: api.Model, own: bool) -> tuple[dict[str, Any], str]:
+    mapped = file_gradients(model, gradients.weights)
+    if mapped is not None:
+        return mapped, f"{model.format} names, as in {model.path.name}"
+    if own and gradients.native:
+        return gradients.native, f"{model.implementation}'s native names"
+    warn(
+        f"no mapping of {model.implementation}'s layout to name gradients as in {model.path.name}; grad/ arrays "
+        "use the canonical names"
+    )
+    return gradients.weights.named_arrays(), "canonical names"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lstm_conformance.adapters.base import Gradients, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.formats import FORMATS, ModelContents, get_format
+from lstm_conformance.adapters.formats import FORMATS, ModelContents, SourceRunner, get_format
 from lstm_conformance.adapters.formats.torch_file import TorchFormat
 from lstm_conformance.cli import main
 from lstm_conformance.reference.layout import GATES, LSTMConfig, random_weights, save_npz
@@ -45,7 +45,7 @@ def require_format(name: str) -> None:
         pytest.skip(f"format {name!r}: {reason}")
 
 
-def torch_module_runner(path: Path, config: LSTMConfig) -> Callable[[RunInputs, RunOptions], RunResult]:
+def torch_module_runner(path: Path, config: LSTMConfig) -> SourceRunner:
     """Runs the .pt file itself: torch.load into an nn.LSTM of its config, forward and autograd in torch."""
 
     def run(inputs: RunInputs, options: RunOptions) -> RunResult:
@@ -65,7 +65,7 @@ def torch_module_runner(path: Path, config: LSTMConfig) -> Callable[[RunInputs, 
         if inputs.wants_gradients:
             cotangents = [torch.tensor(a, dtype=dtype) for a in (inputs.dy, inputs.dh_n, inputs.dc_n)]
             loss = sum((out * dout).sum() for out, dout in zip((y, h_n, c_n), cotangents, strict=True))
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
             native = {name: p.grad.double().numpy() for name, p in lstm.named_parameters()}
             gradients = Gradients(
                 x=x.grad.double().numpy(),
@@ -74,8 +74,8 @@ def torch_module_runner(path: Path, config: LSTMConfig) -> Callable[[RunInputs, 
                 weights=from_state_dict(native, config),
                 native=native,
             )
-        numbers = [t.detach().double().numpy() for t in (y, h_n, c_n)]
-        return RunResult(*numbers, math_mode=options.dtype, gradients=gradients)
+        y_out, h_out, c_out = (t.detach().double().numpy() for t in (y, h_n, c_n))
+        return RunResult(y=y_out, h_n=h_out, c_n=c_out, math_mode=options.dtype, gradients=gradients)
 
     return run
 

@@ -1,8 +1,8 @@
 """The ``lstm-conformance`` command line: convert, run, compare, inspect, check.
 
 This module builds the argument parser and turns errors into exit statuses; the commands live in
-``conformance.commands`` and are imported only when run, so that ``--help`` imports neither NumPy nor any
-framework (``tests/test_cli_help.py`` checks it).
+``lstm_conformance.cli.<command>`` (parsing and printing over ``lstm_conformance.api``) and are imported only
+when run, so that ``--help`` imports neither NumPy nor any framework (``tests/test_cli_help.py`` checks it).
 
 Exit status: 0 success; 1 a check failed (a conversion that does not verify, a ``compare`` beyond tolerance);
 2 a usage or input error, told in one line on stderr (``lstm-conformance: error: <problem>; <fix>``) with no
@@ -65,31 +65,36 @@ exit status: 0 success; 1 a check failed (conversion not verified, compare beyon
 input error, told in one line on stderr."""
 
 _CONVERT = """\
-Read the LSTM in SRC, write it to DST in DST's format, then prove it: run SRC's own implementation on SRC's
-weights and DST's implementation on the weights read back from the written file, on the same random input
-(5 steps, batch 3, random initial states), in float64 where both run it (else float32), and compare y, h_n and
-c_n. Beyond tolerance (1e-9 in float64; 2e-4 where anything ran or was stored in float32) the conversion fails
-with exit 1 and DST is not written. DST is written atomically: to a temporary path in DST's directory, renamed
-into place only once it has verified. TF checkpoints do not store forget_bias: reading assumes TF's default 1.0
-(folded into the forget gate's bias) and says so; --forget-bias F sets it, and writing takes it off again."""
+Read the LSTM in SRC, write it to DST in DST's format, then prove it: run the source and the file written
+(read back) on the same random input (5 steps, batch 3, random initial states and output gradients), in
+float64 where both run it (else float32), and compare y, h_n, c_n and, where both compute gradients, the
+gradients with respect to x, h0, c0 and every parameter, by the conformance suite's rule for a pair (the
+tolerance of conformance/tolerances.py for that dtype and length); the result says the worst error as a
+fraction of the tolerance. The source runs as the file itself, loaded by its own framework, where its reader
+can do that: only then does the result say "verified". A file of weights only (a state_dict, a checkpoint
+without its graph) runs as read: the result says "weights converted under assumptions", each assumption on
+stderr. Beyond tolerance the conversion fails with exit 1 and DST is not written. DST is written atomically.
+TF checkpoints do not store forget_bias: reading assumes TF's default 1.0 and says so; --forget-bias F sets it,
+and writing takes it off again. Tensors of SRC that are not the LSTM's are listed as "not carried"."""
 
 _RUN = """\
 Run MODEL's LSTM with implementation IMPL on the arrays given (.npy files, time-major: X [T, B, I], H0
 [layers*dirs, B, Hout], C0 [layers*dirs, B, H], L [B] integers, DY [T, B, dirs*Hout]) and write OUT.npz with
 y, h_n and c_n in PyTorch's shapes whatever MODEL's framework. With --grad-output DY, OUT also holds grad_x,
-grad_h0, grad_c0 (gradients of sum(y*DY)) and grad/<name> for every parameter: when IMPL is MODEL's own
-implementation (--implementation native picks it) the names and shapes are the framework's own, as IMPL reports
-them (for a torch file, its state_dict keys: grad/weight_ih_l0, or grad/encoder.weight_ih_l0 for an LSTM under
-that prefix); when IMPL is another implementation they are the canonical names of reference/layout.py
-(grad/layers.0.forward.W, ...), since the file's layout is not IMPL's."""
+grad_h0, grad_c0 (gradients of sum(y*DY)) and grad/<name> for every parameter, named and shaped as in MODEL
+itself whatever IMPL ran (--implementation native picks MODEL's own): for a torch file its state_dict keys
+(grad/weight_ih_l0, or grad/encoder.weight_ih_l0 for an LSTM under that prefix), for a TF checkpoint its
+variable names, for an npz file the canonical names of reference/layout.py (grad/layers.0.forward.W, ...)."""
 
 _COMPARE = """\
-Run the LSTMs in files A and B, each with its own implementation, on the same random input and random initial
-states, and say where they part: the outputs' error, the first layer, direction and time step beyond tolerance
-(found by running both models truncated to their first k layers), and which gates: the canonical weights'
-gate blocks compared one by one (a gate-order bug shows as swapped blocks), then A run with B's blocks of those
-gates, to show they explain the difference; where the weights agree, the reference tests what B computes
-instead (permuted gates, a shifted forget bias). Exit 0 when they agree, 1 when they do not."""
+Run the LSTMs in files A and B, each with its own implementation (each file itself where its reader can), on
+the same random input and random initial states, outputs and gradients judged by the conformance suite's rule
+for a pair, and say where they part: the first layer, direction and time step beyond tolerance (found by
+running both models truncated to their first k layers), and which gates: the canonical weights' gate blocks
+compared one by one (a gate-order bug shows as swapped blocks), then A run with B's blocks of those gates, to
+show they explain the difference; where the weights agree, the reference tests what B computes instead
+(permuted gates, a shifted forget bias). Errors are said as fractions of the tolerance. Exit 0 when they
+agree, 1 when they do not."""
 
 _INSPECT = "List the LSTMs in MODEL and their layout: name, implementation, config, features, parameter shapes, notes."
 
@@ -128,7 +133,7 @@ def _add_reading(parser: argparse.ArgumentParser, *, select: bool = True) -> Non
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:
-    parser = _command(commands, "convert", "convert LSTM weights between formats, verified", _CONVERT)
+    parser = _command(commands, "convert", "convert LSTM weights between formats, with proof", _CONVERT)
     parser.add_argument("src", metavar="SRC", help="the model file to read (a TF checkpoint: its prefix)")
     parser.add_argument("dst", metavar="DST", help="the file to write")
     _add_reading(parser)

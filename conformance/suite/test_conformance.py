@@ -28,20 +28,26 @@ import pytest
 from lstm_conformance.adapters.base import Implementation, RunOptions, RunResult
 from lstm_conformance.conformance import runtime
 from lstm_conformance.conformance.cases import GRID, PAIR_CASES, Case, case_by_name, drawn_cases
-from lstm_conformance.conformance.checks import Measurement, assert_all_close, assert_math_mode, measure
+from lstm_conformance.conformance.checks import (
+    Measurement,
+    assert_all_close,
+    assert_math_mode,
+    forward_measurements,
+    gradient_measurements,
+)
 from lstm_conformance.conformance.limitations import find_limitation
 from lstm_conformance.conformance.plugin import RECORD_KEY, suite_settings
 from lstm_conformance.conformance.runtime import Target
 from lstm_conformance.conformance.settings import SuiteSettings
 from lstm_conformance.conformance.tolerances import (
     Tolerance,
-    combined,
     math_mode_for,
+    pair_tolerance,
     strict_mode_violation,
     tolerance_for,
 )
 from lstm_conformance.reference.errors import UnsupportedFeatureError
-from lstm_conformance.reference.lstm import LSTMGradients, LSTMOutputs
+from lstm_conformance.reference.lstm import LSTMOutputs
 
 
 @dataclass(frozen=True)
@@ -173,25 +179,6 @@ def _run(
         pytest.skip(f"unsupported: {error}")
 
 
-def _forward_measurements(
-    got: RunResult | LSTMOutputs, expected: LSTMOutputs, tolerance: Tolerance
-) -> list[Measurement]:
-    return [measure(name, getattr(got, name), getattr(expected, name), tolerance) for name in ("y", "h_n", "c_n")]
-
-
-def _gradient_measurements(
-    got: LSTMGradients | None, expected: LSTMGradients, tolerance: Tolerance
-) -> list[Measurement]:
-    found = [
-        measure(f"grad_{name}", getattr(got, name, None), getattr(expected, name), tolerance)
-        for name in ("x", "h0", "c0")
-    ]
-    got_parameters = got.weights.named_arrays() if got is not None else {}
-    for key, value in expected.weights.named_arrays().items():
-        found.append(measure(f"grad[{key}]", got_parameters.get(key), value, tolerance))
-    return found
-
-
 def _finish(
     record: dict[str, Any],
     measurements: list[Measurement],
@@ -241,9 +228,9 @@ def _check_against_reference(request: pytest.FixtureRequest, single: tuple[Targe
         reproduce=reproduce,
     )
     if gradients:
-        measurements = _gradient_measurements(result.gradients, expected_gradients, tolerance)
+        measurements = gradient_measurements(result.gradients, expected_gradients, tolerance)
     else:
-        measurements = _forward_measurements(result, expected_outputs, tolerance)
+        measurements = forward_measurements(result, expected_outputs, tolerance)
     _finish(record, measurements, implementation=target.id, case=case.name, tolerance=tolerance, reproduce=reproduce)
 
 
@@ -270,11 +257,12 @@ def test_pair(request: pytest.FixtureRequest, pair: tuple[Target, Target, Case, 
         implementation = _ready(target, case, where, False, settings.seed)
         want_gradients = implementation.capabilities().gradients
         results.append(_run(implementation, target, case, settings.seed, where, want_gradients))
-    tolerance = combined(*(_tolerance(t, where, "gradients", case.steps) for t in (first, second)))
+    math_mode = math_mode_for(where.dtype, where.mode)
+    tolerance = pair_tolerance(math_mode, first.id, second.id, where.device, case.steps)
     as_expected = LSTMOutputs(y=results[1].y, h_n=results[1].h_n, c_n=results[1].c_n)
-    measurements = _forward_measurements(results[0], as_expected, tolerance)
+    measurements = forward_measurements(results[0], as_expected, tolerance)
     if results[0].gradients is not None and results[1].gradients is not None:
-        measurements += _gradient_measurements(results[0].gradients, results[1].gradients, tolerance)
+        measurements += gradient_measurements(results[0].gradients, results[1].gradients, tolerance)
     label = f"{first.id} vs {second.id}"
     reproduce = _reproduce(request, settings, [first, second])
     _finish(record, measurements, implementation=label, case=case.name, tolerance=tolerance, reproduce=reproduce)
@@ -343,9 +331,9 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
             record["steps_seen"].append(case.steps)
             measurements_counted = True
         tolerance = _tolerance(target, where, "gradients", case.steps)
-        measurements = _forward_measurements(result, expected_outputs, tolerance)
+        measurements = forward_measurements(result, expected_outputs, tolerance)
         if gradients:
-            measurements += _gradient_measurements(result.gradients, expected_gradients, tolerance)
+            measurements += gradient_measurements(result.gradients, expected_gradients, tolerance)
         assert_math_mode(
             problem=strict_mode_violation(where.mode, result.math_mode),
             implementation=target.id,

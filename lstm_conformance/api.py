@@ -31,8 +31,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import Device, Implementation, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, get_format, infer_format
+from lstm_conformance.adapters.base import Capabilities, Device, Implementation, RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    SourceRunner,
+    get_format,
+    infer_format,
+)
 from lstm_conformance.adapters.registry import get_implementation
 from lstm_conformance.conformance.cases import round_to_dtype
 from lstm_conformance.conformance.checks import Measurement, forward_measurements, gradient_measurements
@@ -689,7 +696,7 @@ class Runner:
     label: str
     implementation: Implementation
     weights: LSTMWeights
-    run_source: Any = None
+    run_source: SourceRunner | None = None
 
     @classmethod
     def of(cls, label: str, model: Model, purpose: str) -> Runner:
@@ -701,15 +708,14 @@ class Runner:
         return self.implementation.name or self.label
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
         return self.implementation.capabilities()
 
     def run(self, inputs: RunInputs, dtype: str, weights: LSTMWeights | None = None) -> RunResult:
         """The file itself when ``weights`` is None and the reader can run it; else the implementation."""
         options = RunOptions(dtype=dtype, device=DEVICE)
         if weights is None and self.run_source is not None:
-            result: RunResult = self.run_source(inputs, options)
-            return result
+            return self.run_source(inputs, options)
         chosen = self.weights if weights is None else weights
         self.implementation.check_supported(chosen.config, inputs, options)
         return self.implementation.run(chosen, inputs, options)

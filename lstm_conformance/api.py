@@ -9,10 +9,13 @@ h_n, c_n and, where both sides compute them, the gradients with respect to x, h0
 parameter) is within ``conformance.tolerances.pair_tolerance`` by ``conformance.checks.measure``, on inputs
 rounded to the dtype compared, exactly as the suite's pair test judges two implementations.
 
-    >>> from lstm_conformance import api
-    >>> model = api.read("model.pt")
-    >>> result = api.convert("model.pt", "model.keras")
-    >>> result.verified, result.worst_fraction
+For example (the README runs a whole session)::
+
+    from lstm_conformance import api
+
+    model = api.read("model.pt")                         # Model: config, weights, assumptions, other_tensors
+    result = api.convert("model.pt", "model.keras")      # ConversionResult: verified, errors, not_carried
+    comparison = api.compare("model.pt", "model.keras")  # Comparison: agree, first_divergence, gates
 """
 
 from __future__ import annotations

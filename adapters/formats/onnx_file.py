@@ -171,7 +171,7 @@ def _no_lstm_message(path: Path, all_scopes: list[Scope]) -> str:
             )
     ops = sorted({node.op_type for scope in all_scopes for node in scope.graph.node})
     return (
-        f"{path}: no LSTM node in the ONNX graph or its subgraphs (its ops: {', '.join(ops[:12]) or 'none'}); this "
+        f"{path}: no LSTM node in the ONNX graph (its ops: {', '.join(ops[:12]) or 'none'}) or its subgraphs; this "
         "tool reads an LSTM exported as ONNX's LSTM operator (as torch.onnx.export writes nn.LSTM), not unrolled "
         "into MatMul/Sigmoid/Tanh nodes"
     )

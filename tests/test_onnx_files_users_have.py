@@ -406,6 +406,40 @@ def test_lstm_inside_a_loop_body(tmp_path: Path) -> None:
     assert relative(twice.y, y) < FLOAT32_TOLERANCE
 
 
+def test_lstm_inside_a_scan_body(tmp_path: Path) -> None:
+    """A Scan running an LSTM on each of N sequences (the body's own input is the LSTM's X)."""
+    weights = float32(random_weights(LSTMConfig(3, 4, bidirectional=True), np.random.default_rng(14)))
+    outer, (w, r, b) = weight_initializers(weights, 0, "")
+    body = helper.make_graph(
+        [
+            helper.make_node(
+                "LSTM", ["sequence", w, r, b], ["y"], name="per_item", hidden_size=4, direction="bidirectional"
+            )
+        ],
+        "body",
+        [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["X"], ["Y"], name="each", body=body, num_scan_inputs=1)],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", "T", "B", 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        outer,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = save(model, tmp_path / "scan.onnx")
+    (found,) = OnnxFormat().read(path, {}).lstms
+    assert found.name == "each/body/per_item"
+    x = np.random.default_rng(15).standard_normal((2, 5, 3, 3)).astype(np.float32)
+    (y,) = run_original(path, {"X": x})
+    for item in range(2):
+        inputs = RunInputs(x=x[item].astype(np.float64))
+        result = source_run(found, inputs)
+        np.testing.assert_array_equal(result.y, torch_layout(y[item]))
+        assert_reading_computes(found, result, inputs)
+
+
 def test_folding_is_bounded(tmp_path: Path) -> None:
     """A weight computed from constants into far more than the file holds is refused, not materialized."""
     weights = float32(random_weights(LSTMConfig(3, 4), np.random.default_rng(10)))

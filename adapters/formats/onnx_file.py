@@ -163,11 +163,12 @@ def _no_lstm_message(path: Path, all_scopes: list[Scope]) -> str:
     """The refusal for a graph without an LSTM node, naming a tf2onnx-unrolled LSTM when there is one."""
     for scope in all_scopes[1:]:
         body_ops = {node.op_type for node in scope.graph.node}
-        if {"MatMul", "Sigmoid", "Tanh"} <= body_ops:
+        if scope.path.endswith("/body") and {"MatMul", "Sigmoid", "Tanh"} <= body_ops:  # a Loop's or Scan's
             return (
                 f"{path}: an LSTM unrolled by tf2onnx into a Loop ({scope.path}: MatMul, Sigmoid, Tanh), not ONNX's "
-                "LSTM operator: not read; export with a native LSTM op (tf2onnx keeps LSTM for Keras LSTM layers "
-                "with --opset 9 or later when the layer is not unrolled) or convert from the source model"
+                "LSTM operator: not read; export with a native LSTM op (tf2onnx's LSTM rewriter writes ONNX's LSTM "
+                "for the Keras and TF LSTMs it recognizes: try a recent tf2onnx and opset) or convert from the "
+                "source model"
             )
     ops = sorted({node.op_type for scope in all_scopes for node in scope.graph.node})
     return (

@@ -118,14 +118,14 @@ class Scope:
             return to_array(scope.initializers[name])
         if kind == "input":
             return None
-        needed = closure(self, [name], stop=set())
+        needed = closure(self, [name], stop=set(), ordered=False)
         if needed.open_inputs or any(
             node.op_type in NONDETERMINISTIC_OPS or node.domain not in ("", "ai.onnx") for node in needed.nodes
         ):
             return None
         self.folded_from[name] = set(needed.initializers)
         graph = helper.make_graph(
-            needed.nodes,
+            _in_running_order(needed.nodes),
             "fold",
             [],
             [helper.make_value_info(name, helper.TypeProto())],
@@ -229,9 +229,9 @@ class Closure:
     open_inputs: list[str] = field(default_factory=list)
 
 
-def closure(scope: Scope, targets: Iterable[str], stop: set[str]) -> Closure:
+def closure(scope: Scope, targets: Iterable[str], stop: set[str], ordered: bool = True) -> Closure:
     """Everything that computes ``targets``, walking back from them and stopping at the names in ``stop``
-    (fed, or computed elsewhere), across enclosing scopes."""
+    (fed, or computed elsewhere), across enclosing scopes; the nodes in running order when ``ordered``."""
     result = Closure()
     chosen: dict[int, onnx.NodeProto] = {}
     pending = [name for name in targets if name]
@@ -254,7 +254,7 @@ def closure(scope: Scope, targets: Iterable[str], stop: set[str]) -> Closure:
             chosen[id(node)] = node
             pending.extend(node.input)
             pending.extend(implicit_inputs(node))
-    result.nodes = _in_running_order(list(chosen.values()))
+    result.nodes = _in_running_order(list(chosen.values())) if ordered else list(chosen.values())
     return result
 
 
@@ -277,24 +277,26 @@ def implicit_inputs(node: onnx.NodeProto) -> set[str]:
 
 
 def _in_running_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """``nodes`` sorted so that every node comes after the nodes producing its inputs (Kahn's algorithm)."""
-    produced_by = {output: id(node) for node in nodes for output in node.output if output}
+    """``nodes`` sorted so that every node comes after the nodes producing its inputs (a depth-first
+    topological sort; the file's own order among independent nodes is kept)."""
+    producer = {output: node for node in nodes for output in node.output if output}
     ordered: list[onnx.NodeProto] = []
-    done: set[str] = set()
-    remaining = list(nodes)
-    while remaining:
-        ready = [
-            node
-            for node in remaining
-            if all(name in done or name not in produced_by for name in [*node.input, *implicit_inputs(node)])
-        ]
-        if not ready:  # a cycle cannot happen in a valid graph; keep the file's order rather than loop
-            ordered.extend(remaining)
-            break
-        for node in ready:
-            ordered.append(node)
-            done.update(node.output)
-        remaining = [node for node in remaining if all(node is not r for r in ready)]
+    placed: set[int] = set()
+    for root in nodes:
+        stack: list[tuple[onnx.NodeProto, bool]] = [(root, False)]
+        while stack:
+            node, inputs_placed = stack.pop()
+            if id(node) in placed:
+                continue
+            if inputs_placed:
+                placed.add(id(node))
+                ordered.append(node)
+                continue
+            stack.append((node, True))
+            for name in [*node.input, *implicit_inputs(node)]:
+                before = producer.get(name)
+                if before is not None and id(before) not in placed and before is not node:
+                    stack.append((before, False))
     return ordered
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.base import F64, RunInputs, RunOptions, RunResult
 from lstm_conformance.adapters.formats import error_summary
 from lstm_conformance.reference.errors import InputFileError, UnsupportedFeatureError
 
@@ -37,6 +37,7 @@ NONDETERMINISTIC_OPS: frozenset[str] = frozenset(
 #: that expands into more is not a weight.
 FOLD_SIZE_FACTOR = 4
 FOLD_SIZE_FLOOR = 1 << 20
+I64 = NDArray[np.int64]
 #: The names the extracted model feeds the LSTM nodes' states and lengths under.
 _FED_PREFIX = "lstm_conformance_fed"
 
@@ -364,23 +365,118 @@ class OnnxSourceRunner:
             )
         x = np.asarray(inputs.x, dtype=np.float64)
         x = x.swapaxes(0, 1) if inputs.batch_first else x  # time-major [T, B, I] from here on
+        h0 = None if inputs.h0 is None else np.asarray(inputs.h0, dtype=np.float64)
+        c0 = None if inputs.c0 is None else np.asarray(inputs.c0, dtype=np.float64)
+        if (h0 is None) != (c0 is None):
+            shape = (sum(info.directions for info in self.chain), x.shape[1], self.chain[0].hidden_size)
+            h0 = np.zeros(shape) if h0 is None else h0
+            c0 = np.zeros(shape) if c0 is None else c0
+        lengths = None if inputs.seq_lens is None else np.asarray(inputs.seq_lens, dtype=np.int64)
+        y, h_n, c_n = self._run_fitted(x, h0, c0, lengths)
+        return RunResult(
+            y=y.swapaxes(0, 1) if inputs.batch_first else y, h_n=h_n, c_n=c_n, math_mode=str(self.input_dtype)
+        )
+
+    def _fixed_steps_batch(self) -> tuple[int | None, int | None]:
+        fixed = self.fixed_input_shape
+        if fixed is None or len(fixed) != 3:
+            return None, None
+        return (fixed[1], fixed[0]) if self.chain[0].layout == 1 else (fixed[0], fixed[1])
+
+    def _run_fitted(self, x: F64, h0: F64 | None, c0: F64 | None, lengths: I64 | None) -> tuple[F64, F64, F64]:
+        """Run at the steps and batch the file fixes, when it fixes them (exporters without dynamic axes bake
+        them into Reshape shapes and zero states): samples are independent, so a batch runs in slices of the
+        fixed batch (the last padded with zeros); fewer steps run padded, with sequence_lens stopping each
+        sample at its own end; more steps run in pieces, each piece starting from the previous one's states
+        (forward LSTMs without lengths only). All exact for ONNX's LSTM, none for a DynamicQuantizeLSTM
+        (its activations are quantized over the whole tensor), which runs at the file's own shape only."""
         steps, batch = x.shape[0], x.shape[1]
-        first = self.chain[0]
-        node_x = x.swapaxes(0, 1) if first.layout == 1 else x
+        fixed_steps, fixed_batch = self._fixed_steps_batch()
+        if (fixed_steps in (None, steps)) and (fixed_batch in (None, batch)):
+            return self._run_once(x, h0, c0, lengths)
+        quantized = any(info.node.op_type != "LSTM" for info in self.chain)
+        bidirectional = any(info.directions == 2 for info in self.chain)
+        long = fixed_steps is not None and steps > fixed_steps
+        if quantized or (long and (bidirectional or lengths is not None)):
+            why = (
+                "its DynamicQuantizeLSTM quantizes activations over the whole input"
+                if quantized
+                else ("a bidirectional LSTM or one with per-sample lengths cannot run in pieces of time")
+            )
+            raise InputFileError(
+                f"{self.path}: the file fixes the LSTM's input {self.input_name!r} to {fixed_steps or '?'} steps and "
+                f"batch {fixed_batch or '?'} (exported without dynamic axes), and {why}, so its own run cannot "
+                f"take {steps} steps and batch {batch}; run it at the file's shape, or export with dynamic axes"
+            )
+        width = fixed_batch or batch
+        pieces = []
+        for start in range(0, batch, width):
+            rows = slice(start, min(start + width, batch))
+            pieces.append(
+                self._run_batch_slice(
+                    x[:, rows],
+                    None if h0 is None else h0[:, rows],
+                    None if c0 is None else c0[:, rows],
+                    None if lengths is None else lengths[rows],
+                    width,
+                    fixed_steps,
+                )
+            )
+        return (
+            np.concatenate([p[0] for p in pieces], axis=1),
+            np.concatenate([p[1] for p in pieces], axis=1),
+            np.concatenate([p[2] for p in pieces], axis=1),
+        )
+
+    def _run_batch_slice(
+        self, x: F64, h0: F64 | None, c0: F64 | None, lengths: I64 | None, width: int, fixed_steps: int | None
+    ) -> tuple[F64, F64, F64]:
+        """One slice of the batch, padded with zero samples to ``width``, at the file's steps."""
+        steps, batch = x.shape[0], x.shape[1]
+        pad = width - batch
+        x = np.concatenate([x, np.zeros((steps, pad, x.shape[2]))], axis=1)
+        h0 = None if h0 is None else np.concatenate([h0, np.zeros((h0.shape[0], pad, h0.shape[2]))], axis=1)
+        c0 = None if c0 is None else np.concatenate([c0, np.zeros((c0.shape[0], pad, c0.shape[2]))], axis=1)
+        if lengths is not None:
+            lengths = np.concatenate([lengths, np.full(pad, steps, dtype=np.int64)])
+        if fixed_steps is None or steps == fixed_steps:
+            y, h_n, c_n = self._run_once(x, h0, c0, lengths)
+        elif steps < fixed_steps:
+            padded = np.concatenate([x, np.zeros((fixed_steps - steps, width, x.shape[2]))])
+            full = lengths if lengths is not None else np.full(width, steps, dtype=np.int64)
+            y, h_n, c_n = self._run_once(padded, h0, c0, full)
+            y = y[:steps]
+        else:
+            outputs = []
+            for start in range(0, steps, fixed_steps):
+                piece = x[start : start + fixed_steps]
+                short = fixed_steps - piece.shape[0]
+                if short:
+                    piece = np.concatenate([piece, np.zeros((short, width, x.shape[2]))])
+                piece_lengths = None if not short else np.full(width, fixed_steps - short, dtype=np.int64)
+                y, h_n, c_n = self._run_once(piece, h0, c0, piece_lengths)
+                h0, c0 = h_n, c_n  # the next piece starts where this one ended
+                outputs.append(y[: fixed_steps - short])
+            y = np.concatenate(outputs)
+        return y[:, :batch], h_n[:, :batch], c_n[:, :batch]
+
+    def _run_once(self, x: F64, h0: F64 | None, c0: F64 | None, lengths: I64 | None) -> tuple[F64, F64, F64]:
+        """One run of the extracted model on time-major arrays; y [T, B, D*H], states [layers*dirs, B, H]."""
+        dtype = self.input_dtype
+        steps, batch = x.shape[0], x.shape[1]
+        node_x = x.swapaxes(0, 1) if self.chain[0].layout == 1 else x
         self._check_shape(node_x.shape)
-        with_states = inputs.h0 is not None or inputs.c0 is not None
-        with_lengths = inputs.seq_lens is not None
-        session = self._session(with_states, with_lengths)
+        session = self._session(h0 is not None, lengths is not None)
         feeds = {self.input_name: np.ascontiguousarray(node_x, dtype=dtype)}
-        feeds.update(self._state_feeds(inputs, batch, dtype, session))
+        feeds.update(self._state_feeds(h0, c0, batch, dtype, session))
         if f"{_FED_PREFIX}_sequence_lens" in {i.name for i in session.get_inputs()}:
-            lengths = inputs.seq_lens if inputs.seq_lens is not None else np.full(batch, steps)
-            feeds[f"{_FED_PREFIX}_sequence_lens"] = np.asarray(lengths, dtype=np.int32)
+            full = lengths if lengths is not None else np.full(batch, steps)
+            feeds[f"{_FED_PREFIX}_sequence_lens"] = np.asarray(full, dtype=np.int32)
         try:
             outputs = session.run(None, feeds)
         except Exception as error:  # ONNX Runtime refuses the node at run time (an attribute, a shape)
             raise self._refusal(error) from None
-        return self._result(outputs, inputs.batch_first)
+        return self._result(outputs)
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         fixed = self.fixed_input_shape
@@ -396,27 +492,25 @@ class OnnxSourceRunner:
                 "or export with dynamic axes"
             )
 
-    def _state_feeds(self, inputs: RunInputs, batch: int, dtype: np.dtype[Any], session: Any) -> dict[str, Any]:
+    def _state_feeds(
+        self, h0: F64 | None, c0: F64 | None, batch: int, dtype: np.dtype[Any], session: Any
+    ) -> dict[str, Any]:
         fed = {i.name for i in session.get_inputs()}
         feeds: dict[str, Any] = {}
         offset = 0
         for index, info in enumerate(self.chain):
             rows = slice(offset, offset + info.directions)
             offset += info.directions
-            for role, given in (("h", inputs.h0), ("c", inputs.c0)):
+            for role, given in (("h", h0), ("c", c0)):
                 name = f"{_FED_PREFIX}_initial_{role}_{index}"
                 if name not in fed:
                     continue
-                state = (
-                    np.zeros((info.directions, batch, info.hidden_size))
-                    if given is None
-                    else np.asarray(given, dtype=np.float64)[rows]
-                )
+                state = np.zeros((info.directions, batch, info.hidden_size)) if given is None else given[rows]
                 state = state.swapaxes(0, 1) if info.layout == 1 else state
                 feeds[name] = np.ascontiguousarray(state, dtype=dtype)
         return feeds
 
-    def _result(self, outputs: Sequence[Any], batch_first: bool) -> RunResult:
+    def _result(self, outputs: Sequence[Any]) -> tuple[F64, F64, F64]:
         arrays = [np.asarray(array, dtype=np.float64) for array in outputs]
         last = self.chain[-1]
         y = arrays[0]
@@ -429,12 +523,7 @@ class OnnxSourceRunner:
             h, c = arrays[1 + 2 * index], arrays[2 + 2 * index]
             states_h.append(h.swapaxes(0, 1) if info.layout == 1 else h)
             states_c.append(c.swapaxes(0, 1) if info.layout == 1 else c)
-        return RunResult(
-            y=y.swapaxes(0, 1) if batch_first else y,
-            h_n=np.concatenate(states_h),
-            c_n=np.concatenate(states_c),
-            math_mode=str(self.input_dtype),
-        )
+        return y, np.concatenate(states_h), np.concatenate(states_c)
 
     def _refusal(self, error: BaseException) -> InputFileError:
         names = ", ".join(repr(info.name) for info in self.chain)

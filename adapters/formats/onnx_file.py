@@ -586,7 +586,8 @@ def _found(path: Path, scope: Scope, chain: list[_Node]) -> FoundLSTM:
         declared = [dim if dim is not None else "?" for dim in runner.fixed_input_shape]
         notes.append(
             f"the file fixes the LSTM's input {runner.input_name!r} to shape {declared} (exported without "
-            "dynamic axes): its own run takes only that shape"
+            "dynamic axes): its own run is done at that shape (other batches in slices, fewer steps padded with "
+            "sequence_lens, more steps in pieces)"
         )
     if first.dequantized is not None:
         measured = _quantization_error(scope, chain, runner, config)

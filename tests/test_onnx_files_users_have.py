@@ -589,3 +589,39 @@ def test_write_with_sequence_lens(tmp_path: Path) -> None:
     assert relative(result.y, expected.y) < FLOAT32_TOLERANCE
     with pytest.raises(NotImplementedOptionError, match="masking"):
         OnnxFormat().write(path, weights, {"masking": True})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files that ship in pip packages (held-out: the project did not write them)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def silero_models() -> list[Path]:
+    """silero-vad's ONNX models (LSTMs inside If branches, nested; fixed shapes), where the package is
+    installed (found without importing it: it imports torch and torchaudio)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(Path(next(iter(spec.submodule_search_locations)), "data").glob("*.onnx"))
+
+
+@pytest.mark.skipif(not silero_models(), reason="silero-vad is not installed (pip install --no-deps silero-vad)")
+def test_silero_vad_models_from_their_pip_package() -> None:
+    read = 0
+    for path in silero_models():
+        if "ifless" in path.name:  # its LSTM is unrolled into MatMul/Sigmoid/Tanh nodes: refused, by name
+            with pytest.raises(InputFileError, match=r"no LSTM node.*an LSTM cell written out as separate nodes"):
+                OnnxFormat().read(path, {})
+            continue
+        lstms = OnnxFormat().read(path, {}).lstms
+        rng = np.random.default_rng(0)
+        for found in lstms:
+            assert "/" in found.name or "LSTM" in found.name, found.name
+            inputs = RunInputs(
+                x=rng.standard_normal((3, 2, 128)),
+                h0=0.5 * rng.standard_normal((1, 2, 128)),
+                c0=0.5 * rng.standard_normal((1, 2, 128)),
+            )
+            assert_reading_computes(found, source_run(found, inputs), inputs)
+            read += 1
+    assert read >= 8

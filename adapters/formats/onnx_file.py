@@ -171,10 +171,25 @@ def _no_lstm_message(path: Path, all_scopes: list[Scope]) -> str:
                 "source model"
             )
     ops = sorted({node.op_type for scope in all_scopes for node in scope.graph.node})
+    cell = next(
+        (
+            scope
+            for scope in all_scopes
+            if {"Sigmoid", "Tanh"} <= {node.op_type for node in scope.graph.node}
+            and {"MatMul", "Gemm"} & {node.op_type for node in scope.graph.node}
+        ),
+        None,
+    )
+    written_out = (
+        f" (its {cell.path or 'main graph'} has MatMul/Gemm, Sigmoid and Tanh: an LSTM cell written out as "
+        "separate nodes is not read; export with ONNX's LSTM op or convert from the source model)"
+        if cell is not None
+        else ""
+    )
     return (
         f"{path}: no LSTM node in the ONNX graph (its ops: {', '.join(ops[:12]) or 'none'}) or its subgraphs; this "
         "tool reads an LSTM exported as ONNX's LSTM operator (as torch.onnx.export writes nn.LSTM), not unrolled "
-        "into MatMul/Sigmoid/Tanh nodes"
+        f"into MatMul/Sigmoid/Tanh nodes{written_out}"
     )
 
 

@@ -298,6 +298,27 @@ def test_torch_export_of_a_two_layer_lstm(tmp_path: Path, dynamo: bool, bidirect
             source_run(found, RunInputs(x=np.zeros((7, 2, 3))))
 
 
+@pytest.mark.parametrize(
+    "dynamo", [pytest.param(False, id="torchscript"), pytest.param(True, id="dynamo", marks=DYNAMO)]
+)
+def test_torch_export_of_a_batch_first_lstm_says_so(tmp_path: Path, dynamo: bool) -> None:
+    """The exporters write batch_first=True as a Transpose before a time-major node: read as batch-first."""
+    torch = torch_module()
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(3, 4, batch_first=True).eval()
+    x = torch.randn(2, 5, 3)
+    path = export_torch(tmp_path, module, x, dynamo)
+    (found,) = OnnxFormat().read(path, {}).lstms
+    assert found.batch_first is True
+    assert any("batch-first input" in note for note in found.notes)
+    with torch.no_grad():
+        torch_y, _ = module(x)
+    inputs = RunInputs(x=x.numpy().astype(np.float64), batch_first=True)
+    result = source_run(found, inputs)
+    assert relative(result.y, torch_y.numpy()) < FLOAT32_TOLERANCE
+    assert_reading_computes(found, result, inputs)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 3. LSTMs inside If branches and Loop bodies; 4. weights folded from constants
 # ----------------------------------------------------------------------------------------------------------

@@ -596,6 +596,12 @@ def _found(path: Path, scope: Scope, chain: list[_Node]) -> FoundLSTM:
     if len(chain) > 1:
         names = ", ".join(node.name for node in chain)
         notes.append(f"LSTM nodes {names} read as one {len(chain)}-layer LSTM (their Y -> X chain was verified)")
+    batch_first = first.layout == 1 or _transposed_graph_input(scope, first)
+    if first.layout == 0 and batch_first:
+        notes.append(
+            f"the file's model takes batch-first input: a Transpose(perm=[1, 0, 2]) of its input feeds LSTM node "
+            f"{first.name!r} (PyTorch's batch_first=True, as its exporter writes it)"
+        )
     runner = OnnxSourceRunner(path, scope, [node.info for node in chain])
     if runner.fixed_input_shape is not None:
         declared = [dim if dim is not None else "?" for dim in runner.fixed_input_shape]
@@ -618,9 +624,20 @@ def _found(path: Path, scope: Scope, chain: list[_Node]) -> FoundLSTM:
         implementation="onnxruntime",
         notes=notes,
         assumptions=[said for node in chain for said in node.assumptions],
-        batch_first=first.layout == 1,
+        batch_first=batch_first,
         run_source=runner,
     )
+
+
+def _transposed_graph_input(scope: Scope, node: _Node) -> bool:
+    """Whether the node's X is Transpose(perm=[1, 0, 2]) of an input of the main graph: the model takes
+    [B, T, I] and the node runs time-major."""
+    producer = scope.producers.get(node.node.input[0])
+    if producer is None or producer.op_type != "Transpose" or not producer.input:
+        return False
+    perm = _attributes(producer).get("perm")
+    defined = scope.where(producer.input[0])
+    return perm == [1, 0, 2] and defined is not None and defined[0] == "input" and defined[1].parent is None
 
 
 def _quantization_error(scope: Scope, chain: list[_Node], runner: OnnxSourceRunner, config: LSTMConfig) -> float:

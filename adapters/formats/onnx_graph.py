@@ -323,8 +323,10 @@ class OnnxSourceRunner:
 
     X is fed in the file's own type; ``initial_h``/``initial_c`` and ``sequence_lens`` are fed into the nodes'
     own slots (the given arrays, else zeros and full lengths where the node has the slot), so that a file whose
-    zero state is a constant of a fixed batch size runs at any batch size. ``fixed_input_shape``: X's shape
-    as the file declares it (None per dimension it leaves free); a run of another shape is refused.
+    zero state is a constant of a fixed batch size runs at any batch size. Slots the node leaves empty are
+    filled only when the run gives states or lengths (ONNX defines an empty slot as zeros and full lengths).
+    ``fixed_input_shape``: X's shape as the file declares it (None per dimension it leaves free); other
+    shapes run as ``_run_fitted`` says, or are refused where that would not be exact.
     ``quantization_error``: set by the reader for a DynamicQuantizeLSTM (the relative difference, measured,
     between the quantized node and the float LSTM of its dequantized weights).
     """

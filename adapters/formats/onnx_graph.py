@@ -337,6 +337,11 @@ class OnnxSourceRunner:
         self.chain = list(chain)
         self.input_name = self.chain[0].node.input[0]
         self.input_type = scope.type_of(self.input_name)
+        defined = scope.where(self.input_name)
+        if defined is not None and not (defined[0] == "input" and defined[1].parent is None) and self.input_type:
+            # An intermediate tensor's declared shape is the exporter's trace, not a limit of the file (only the
+            # model's own inputs bind): keep its element type only.
+            self.input_type = _float_type(np.dtype(_elem_dtype(self.input_type)))
         self.fixed_input_shape = fixed_shape(self.input_type)
         self.quantization_error: float | None = None
         self._sessions: dict[tuple[bool, bool], Any] = {}
@@ -619,6 +624,13 @@ def onnxruntime_message(error: BaseException, limit: int = 220) -> str:
     text = re.sub(r"/\S+\.(?:cc|h|cpp):\d+ (?:\S+\([^)]*\)\s*)?", "", text)
     text = text.split(" If you need support")[0].strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _elem_dtype(value_type: onnx.TypeProto) -> np.dtype[Any]:
+    from onnx import helper
+
+    elem = value_type.tensor_type.elem_type if value_type.HasField("tensor_type") else 0
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
 
 
 def _float_type(dtype: np.dtype[Any]) -> onnx.TypeProto:

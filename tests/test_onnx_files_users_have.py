@@ -319,6 +319,44 @@ def test_torch_export_of_a_batch_first_lstm_says_so(tmp_path: Path, dynamo: bool
     assert_reading_computes(found, result, inputs)
 
 
+def test_layers_joined_across_identity_and_inference_dropout(tmp_path: Path) -> None:
+    """Squeeze -> Identity -> Dropout (no training_mode) between two LSTM nodes, written with onnx.helper:
+    one 2-layer LSTM, no assumption said, and the chain as the file has it runs as the file does."""
+    config = LSTMConfig(3, 4, num_layers=2)
+    weights = float32(random_weights(config, np.random.default_rng(16)))
+    lower, (w0, r0, b0) = weight_initializers(weights, 0, "l0_")
+    upper, (w1, r1, b1) = weight_initializers(weights, 1, "l1_")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    ratio = numpy_helper.from_array(np.array(0.4, np.float32), "ratio")
+    nodes = [
+        helper.make_node("LSTM", ["X", w0, r0, b0], ["Y0", "H0", "C0"], name="first", hidden_size=4),
+        helper.make_node("Squeeze", ["Y0", "axes"], ["squeezed"]),
+        helper.make_node("Identity", ["squeezed"], ["same"]),
+        helper.make_node("Dropout", ["same", "ratio"], ["dropped"]),
+        helper.make_node("LSTM", ["dropped", w1, r1, b1], ["Y1", "H1", "C1"], name="second", hidden_size=4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("Y1", "H0", "H1", "C0", "C1")],
+        [*lower, *upper, axes, ratio],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = save(model, tmp_path / "joined.onnx")
+    (found,) = OnnxFormat().read(path, {}).lstms
+    assert found.weights.config == config
+    assert found.assumptions == []
+    x = np.random.default_rng(17).standard_normal((6, 2, 3)).astype(np.float32)
+    y, h0, h1, c0, c1 = run_original(path, {"X": x})
+    inputs = RunInputs(x=x.astype(np.float64))
+    result = source_run(found, inputs)
+    np.testing.assert_array_equal(result.y, torch_layout(y))
+    np.testing.assert_array_equal(result.h_n, np.concatenate([h0, h1]))
+    np.testing.assert_array_equal(result.c_n, np.concatenate([c0, c1]))
+    assert_reading_computes(found, result, inputs)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 3. LSTMs inside If branches and Loop bodies; 4. weights folded from constants
 # ----------------------------------------------------------------------------------------------------------

@@ -541,9 +541,11 @@ def test_folding_is_bounded(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_dynamic_quantize_lstm(tmp_path: Path) -> None:
-    """quantize_dynamic on an exported LSTM writes com.microsoft.DynamicQuantizeLSTM: read dequantized, the
-    quantization error measured and said; run_source runs the quantized node itself."""
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_dynamic_quantize_lstm(tmp_path: Path, per_channel: bool) -> None:
+    """quantize_dynamic on an exported LSTM writes com.microsoft.DynamicQuantizeLSTM (int8 weights, whatever
+    weight_type says: onnxruntime's LSTMQuant quantizes to INT8; one scale per direction or per channel): read
+    dequantized, the quantization error measured and said; run_source runs the quantized node itself."""
     torch = torch_module()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -552,7 +554,7 @@ def test_dynamic_quantize_lstm(tmp_path: Path) -> None:
     x = torch.randn(5, 2, 6)
     float_path = export_torch(tmp_path, module, x, dynamo=False)
     quantized_path = tmp_path / "quantized.onnx"
-    quantize_dynamic(str(float_path), str(quantized_path), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(float_path), str(quantized_path), weight_type=QuantType.QInt8, per_channel=per_channel)
     ops = {(node.domain, node.op_type) for node in onnx.load(str(quantized_path)).graph.node}
     assert ("com.microsoft", "DynamicQuantizeLSTM") in ops
 

@@ -1,24 +1,40 @@
 """``.onnx`` models: their ``LSTM`` nodes, read into the canonical layout and written from it.
 
 The layout mapping lives in ``adapters.onnx_runtime`` (``layer_from_onnx``/``layer_to_onnx``, activations);
-this module finds the nodes and their constants.
+the graph walking (scopes, constant folding, running nodes as they stand) in ``adapters.formats.onnx_graph``;
+this module finds the nodes and reads them.
 
 Reading
-    Every ``LSTM`` node of the main graph whose W, R (and B, P when present) are constants: initializers or
-    ``Constant`` nodes. A weight computed in the graph is refused (``InputFileError``), as is a constant
-    non-zero initial state (the canonical layout has no place for one) and a ``direction="reverse"`` node
-    (the canonical layout has forward and bidirectional LSTMs only).
+    Every ``LSTM`` node, and every ONNX Runtime ``com.microsoft.DynamicQuantizeLSTM`` node, of the main graph
+    and of every subgraph body (If branches, Loop and Scan bodies; such an LSTM is named by its path,
+    ``If_0/then_branch/lstm``), whose W, R (and B, P when present) are constants: initializers (of its own
+    graph or an enclosing one), ``Constant`` nodes, or subgraphs of constants folded by onnx's reference
+    evaluator (``Scope.constant``). A weight computed from a graph input is refused (``InputFileError``), as is
+    a constant non-zero initial state (the canonical layout has no place for one) and a
+    ``direction="reverse"`` node (the canonical layout has forward and bidirectional LSTMs only).
+    DynamicQuantizeLSTM's int8/uint8 W [D, I, 4H] and R [D, H, 4H] are dequantized as
+    ``(W - W_zero_point) * W_scale`` (per direction or per output channel); the difference between the
+    quantized node and the float LSTM of its dequantized weights is measured in ONNX Runtime and said.
 
-    Stacked layers: a node whose ``X`` is another node's ``Y`` through shape-only nodes (Transpose, Reshape,
-    Squeeze, Unsqueeze, Identity, with constant parameters) becomes the next layer of the same FoundLSTM
-    when the two nodes agree on everything but their input size and the path is verified, by running it
-    with onnx's reference evaluator on a probe tensor, to be exactly the canonical rearrangement
-    (``[T, D, B, H]`` -> ``[T, B, D*H]``, the chain PyTorch's exporter writes). Any other connection leaves
-    the nodes as separate FoundLSTMs, each its own model, and a note says so.
+    Every LSTM found carries ``run_source``: its node(s) run by ONNX Runtime as they stand in the file
+    (``OnnxSourceRunner``); a node ONNX Runtime refuses (``layout=1`` on the CPU, an unknown attribute) is
+    refused there with ONNX Runtime's own message, so a conversion from it is never verified.
+
+    Stacked layers: a node whose ``X`` is another node's ``Y`` through nodes that only move data or do
+    nothing at inference (Transpose, Reshape, Squeeze, Unsqueeze, Identity, Dropout, with constant
+    parameters) becomes the next layer of the same FoundLSTM when the two nodes agree on everything but their
+    input size and the path is checked, by running it in ONNX Runtime on a probe tensor, to be exactly the
+    canonical rearrangement (``[T, D, B, H]`` -> ``[T, B, D*H]``; PyTorch's TorchScript exporter writes
+    Squeeze or Transpose + Reshape, its dynamo exporter Transpose + Reshape + Dropout). Any other connection
+    leaves the nodes as separate FoundLSTMs, each its own model, and a note says so.
+
+    A graph with no LSTM node but a Loop or Scan body of MatMul, Sigmoid and Tanh (tf2onnx's unrolled
+    Keras/TF LSTM) is refused naming that, with the fix.
 
 Writing
-    ``adapters.onnx_runtime.build_model``: one LSTM node per layer, graph input ``X`` [T, B, I] only (zero
-    initial states, every sample all T steps), outputs ``Y`` [T, B, D*H], ``Y_h`` and ``Y_c``
+    ``adapters.onnx_runtime.build_model``: one LSTM node per layer, graph input ``X`` [T, B, I] (and, with
+    the option ``sequence_lens=True``, an int32 ``sequence_lens`` [B]: per-sample lengths, for a source
+    with masking or packed sequences), zero initial states; outputs ``Y`` [T, B, D*H], ``Y_h`` and ``Y_c``
     [layers*dirs, B, H]; weights cast to float32 (ONNX Runtime's LSTM runs float32 only); opset 14.
 """
 
@@ -41,15 +57,29 @@ from lstm_conformance.adapters.formats import (
     format_hint,
     refuse_options,
 )
+from lstm_conformance.adapters.formats.onnx_graph import (
+    LSTMNodeInfo,
+    OnnxSourceRunner,
+    Scope,
+    fixed_shape,
+    run_in_onnxruntime,
+    scopes,
+)
 from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
 from lstm_conformance.reference.layout import Activation, LayerWeights, LSTMConfig, LSTMWeights
 
 if TYPE_CHECKING:
     import onnx
 
-#: Nodes allowed between two stacked LSTM nodes: they only move and reshape data.
-SHAPE_OPS: frozenset[str] = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity"})
+#: Nodes allowed between two stacked LSTM nodes: they only move and reshape data, or (Dropout) do nothing
+#: at inference; the path is checked in ONNX Runtime before two nodes are joined.
+SHAPE_OPS: frozenset[str] = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 _DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
+#: ONNX Runtime's quantized LSTM (contrib op): LSTM's inputs and attributes with int8/uint8 W [D, I, 4H] and
+#: R [D, H, 4H], then W_scale, W_zero_point, R_scale, R_zero_point (inputs 8 to 11).
+QUANTIZED_LSTM = ("com.microsoft", "DynamicQuantizeLSTM")
+#: A probe's steps and batch for checking a path between stacked nodes (distinct, so a transposition shows).
+_PROBE_STEPS_BATCH = (3, 5)
 
 
 class OnnxFormat(FileFormat):
@@ -57,56 +87,110 @@ class OnnxFormat(FileFormat):
 
     name = "onnx"
     #: What ``refuse_options`` names: the format, and why it takes no option.
-    _NO_OPTIONS = "the onnx format (ONNX's LSTM stores its whole function in the file)"
+    _NO_OPTIONS = "reading the onnx format (ONNX's LSTM stores its whole function in the file)"
+    _WRITE_OPTIONS = ("sequence_lens",)
     framework = "ONNX"
     implementation = "onnxruntime"
 
     def unavailable_reason(self) -> str | None:
-        from lstm_conformance.adapters.onnx_runtime import OnnxReferenceLSTM
+        from lstm_conformance.adapters.onnx_runtime import OnnxRuntimeLSTM
 
-        return OnnxReferenceLSTM().unavailable_reason()
+        return OnnxRuntimeLSTM().unavailable_reason()
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), self._NO_OPTIONS)
         model = _load(path)
-        graph = _Graph(model)
-        nodes = [node for node in model.graph.node if node.op_type == "LSTM" and node.domain in ("", "ai.onnx")]
-        if not nodes:
-            ops = sorted({node.op_type for node in model.graph.node})
-            raise InputFileError(
-                f"{path}: no LSTM node in the ONNX graph (its ops: {', '.join(ops[:12]) or 'none'}); this tool reads "
-                "an LSTM exported as ONNX's LSTM operator (as torch.onnx.export writes nn.LSTM), not unrolled into "
-                "MatMul/Sigmoid/Tanh nodes or a Loop"
-            )
-        parsed = [_parse_node(graph, node, index, path) for index, node in enumerate(nodes)]
-        chains = _chains(graph, parsed)
-        lstms = [_found(chain) for chain in chains]
-        used = {name for node in parsed for name in node.weight_names}
-        others = [tensor.name for tensor in model.graph.initializer if tensor.name not in used]
-        if len(chains) > 1:
+        all_scopes = scopes(model, path.stat().st_size)
+        per_scope = [(scope, [node for node in scope.graph.node if _is_lstm(node)]) for scope in all_scopes]
+        if not any(nodes for _, nodes in per_scope):
+            raise InputFileError(_no_lstm_message(path, all_scopes))
+        lstms: list[FoundLSTM] = []
+        used: set[str] = set()
+        index = 0
+        for scope, nodes in per_scope:
+            parsed = []
+            for node in nodes:
+                parsed.append(_parse_node(scope, node, index, path))
+                index += 1
+            for chain in _chains(scope, parsed):
+                lstms.append(_found(path, scope, chain))
+            for node in parsed:
+                used.update(node.weight_sources)
+        others = [tensor.name for scope in all_scopes for tensor in scope.graph.initializer if tensor.name not in used]
+        if len(lstms) > 1:
             for found in lstms:
                 found.notes.append(
-                    f"{len(chains)} separate LSTMs in this file: LSTM nodes not joined by a verified "
+                    f"{len(lstms)} separate LSTMs in this file: LSTM nodes not joined by a verified "
                     "Transpose/Reshape chain are read as separate models"
                 )
         return ModelContents(lstms=lstms, other_tensors=others)
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        refuse_options(options, (), self._NO_OPTIONS)
+        given = refuse_options(options, self._WRITE_OPTIONS, "writing the onnx format")
         import onnx
 
         from lstm_conformance.adapters.onnx_runtime import GraphSignature, build_model
 
-        model = build_model(weights, GraphSignature(), dtype="float32")
+        with_lengths = given.get("sequence_lens", False)
+        if not isinstance(with_lengths, bool):
+            raise InputFileError(f"the onnx writer's sequence_lens option is True or False, not {with_lengths!r}")
+        model = build_model(weights, GraphSignature(sequence_lens=with_lengths), dtype="float32")
         onnx.save(model, str(path))
         notes = [
-            "weights cast to float32: ONNX Runtime's LSTM runs float32 only, so the file is exact to float32 rounding",
-            "the model takes X [T, B, I] only (zero initial states, all T steps) and returns Y [T, B, dirs*H], "
-            "Y_h and Y_c [layers*dirs, B, H]",
+            "weights cast to float32: ONNX Runtime's LSTM runs float32 only, so the file is exact to float32 rounding"
         ]
+        if with_lengths:
+            notes.append(
+                "the model takes X [T, B, I] and sequence_lens [B] (int32, each sample's length: the source's "
+                "masking or packed lengths) with zero initial states, and returns Y [T, B, dirs*H] (zeros past "
+                "each length), Y_h and Y_c [layers*dirs, B, H] (each sample's state at its last step)"
+            )
+        else:
+            notes.append(
+                "the model takes X [T, B, I] only (zero initial states, all T steps) and returns Y [T, B, dirs*H], "
+                "Y_h and Y_c [layers*dirs, B, H]"
+            )
         if weights.config.num_layers > 1:
             notes.append(f"{weights.config.num_layers} layers written as a chain of LSTM nodes (Transpose, Reshape)")
         return notes
+
+
+def _is_lstm(node: onnx.NodeProto) -> bool:
+    return (node.op_type == "LSTM" and node.domain in ("", "ai.onnx")) or (node.domain, node.op_type) == QUANTIZED_LSTM
+
+
+def _no_lstm_message(path: Path, all_scopes: list[Scope]) -> str:
+    """The refusal for a graph without an LSTM node, naming a tf2onnx-unrolled LSTM when there is one."""
+    for scope in all_scopes[1:]:
+        body_ops = {node.op_type for node in scope.graph.node}
+        if scope.path.endswith("/body") and {"MatMul", "Sigmoid", "Tanh"} <= body_ops:  # a Loop's or Scan's
+            return (
+                f"{path}: an LSTM unrolled by tf2onnx into a Loop ({scope.path}: MatMul, Sigmoid, Tanh), not ONNX's "
+                "LSTM operator: not read; export with a native LSTM op (tf2onnx's LSTM rewriter writes ONNX's LSTM "
+                "for the Keras and TF LSTMs it recognizes: try a recent tf2onnx and opset) or convert from the "
+                "source model"
+            )
+    ops = sorted({node.op_type for scope in all_scopes for node in scope.graph.node})
+    cell = next(
+        (
+            scope
+            for scope in all_scopes
+            if {"Sigmoid", "Tanh"} <= {node.op_type for node in scope.graph.node}
+            and {"MatMul", "Gemm"} & {node.op_type for node in scope.graph.node}
+        ),
+        None,
+    )
+    written_out = (
+        f" (its {cell.path or 'main graph'} has MatMul/Gemm, Sigmoid and Tanh: an LSTM cell written out as "
+        "separate nodes is not read; export with ONNX's LSTM op or convert from the source model)"
+        if cell is not None
+        else ""
+    )
+    return (
+        f"{path}: no LSTM node in the ONNX graph (its ops: {', '.join(ops[:12]) or 'none'}) or its subgraphs; this "
+        "tool reads an LSTM exported as ONNX's LSTM operator (as torch.onnx.export writes nn.LSTM), not unrolled "
+        f"into MatMul/Sigmoid/Tanh nodes{written_out}"
+    )
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -126,41 +210,6 @@ def _load(path: Path) -> onnx.ModelProto:
     return model
 
 
-class _Graph:
-    """Constants (initializers and Constant nodes) and the node producing each tensor."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        from onnx import numpy_helper
-
-        self.constants: dict[str, NDArray[Any]] = {}
-        for tensor in model.graph.initializer:
-            self.constants[tensor.name] = _to_array(numpy_helper.to_array, tensor)
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 14)
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in model.graph.node:
-            for output in node.output:
-                self.producer[output] = node
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-            if node.op_type == "Constant":
-                value = next((a for a in node.attribute if a.name == "value"), None)
-                if value is not None:
-                    self.constants[node.output[0]] = _to_array(numpy_helper.to_array, value.t)
-
-    def constant(self, name: str) -> NDArray[Any] | None:
-        return self.constants.get(name)
-
-
-def _to_array(convert: Any, tensor: Any) -> NDArray[Any]:
-    try:
-        return np.asarray(convert(tensor))
-    except Exception as error:  # external data missing, bad raw_data size: the protobuf is damaged
-        raise InputFileError(
-            f"tensor {tensor.name!r} cannot be read ({error}); the file is damaged or truncated"
-        ) from None
-
-
 @dataclass
 class _Node:
     """One LSTM node, parsed."""
@@ -173,8 +222,17 @@ class _Node:
     config_fields: dict[str, Any]
     layers: list[LayerWeights]
     input_size: int
-    weight_names: list[str]
+    #: The initializers its weights are read from (directly or folded).
+    weight_sources: set[str]
     notes: list[str] = field(default_factory=list)
+    #: What reading it assumed that changes the function (``FoundLSTM.assumptions``).
+    assumptions: list[str] = field(default_factory=list)
+    #: For DynamicQuantizeLSTM: the dequantized float W, R [D, 4H, I], [D, 4H, H] (to measure the error).
+    dequantized: dict[str, NDArray[Any]] | None = None
+
+    @property
+    def info(self) -> LSTMNodeInfo:
+        return LSTMNodeInfo(self.node, self.name, self.layout, 2 if self.bidirectional else 1, self.hidden_size)
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
@@ -191,13 +249,24 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return values
 
 
-def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> _Node:
+def _constant_input(scope: Scope, where: str, role: str, tensor: str) -> NDArray[Any]:
+    value = scope.constant(tensor)
+    if value is None:
+        raise InputFileError(
+            f"{where} takes {role} from {tensor!r}, which is computed in the graph from its inputs, not from "
+            "initializers or Constant nodes: only constant weights can be read; export with constant weights"
+        )
+    return value
+
+
+def _parse_node(scope: Scope, node: onnx.NodeProto, index: int, path: Path) -> _Node:
     from lstm_conformance.adapters.onnx_runtime import OnnxLayerArrays, from_float32, layer_from_onnx
 
-    name = node.name or f"LSTM_{index}"
+    own_name = node.name or f"LSTM_{index}"
+    name = f"{scope.path}/{own_name}" if scope.path else own_name
     where = f"{path}: LSTM node {name!r}"
     attributes = _attributes(node)
-    inputs = list(node.input) + [""] * (8 - len(node.input))
+    inputs = list(node.input) + [""] * (12 - len(node.input))
     direction = attributes.get("direction", "forward")
     if direction == "reverse":
         raise InputFileError(
@@ -205,28 +274,29 @@ def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> 
         )
     if direction not in ("forward", "bidirectional"):
         raise InputFileError(f"{where}: unknown direction {direction!r}")
+    dirs = 2 if direction == "bidirectional" else 1
     arrays = {}
     for role, position in (("W", 1), ("R", 2), ("B", 3), ("P", 7)):
-        tensor = inputs[position]
-        if not tensor:
-            continue
-        value = graph.constant(tensor)
-        if value is None:
-            raise InputFileError(
-                f"{where} takes {role} from {tensor!r}, which is computed in the graph, not an initializer or "
-                "Constant: only constant weights can be read"
-            )
-        arrays[role] = value
+        if inputs[position]:
+            arrays[role] = _constant_input(scope, where, role, inputs[position])
     if "W" not in arrays or "R" not in arrays:
         raise InputFileError(f"{where} has no W or R input")
+    notes = []
+    dequantized = None
+    if (node.domain, node.op_type) == QUANTIZED_LSTM:
+        arrays["W"], arrays["R"] = _dequantize(scope, where, inputs, arrays["W"], arrays["R"], dirs)
+        dequantized = {"W": arrays["W"], "R": arrays["R"]}
+        notes.append(
+            f"{name}: ONNX Runtime's DynamicQuantizeLSTM, int8 weights read dequantized as "
+            "(W - W_zero_point) * W_scale and (R - R_zero_point) * R_scale"
+        )
     for role, position in (("initial_h", 5), ("initial_c", 6)):
-        value = graph.constant(inputs[position]) if inputs[position] else None
+        value = scope.constant(inputs[position]) if inputs[position] else None
         if value is not None and np.any(value != 0):
             raise InputFileError(
                 f"{where} holds a constant non-zero {role}; the canonical layout has no stored initial state"
             )
     W = arrays["W"]
-    dirs = 2 if direction == "bidirectional" else 1
     hidden = int(attributes.get("hidden_size", W.shape[1] // 4 if W.ndim == 3 else 0))
     _check_shapes(where, arrays, dirs, hidden)
     try:
@@ -240,9 +310,13 @@ def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> 
         "input_forget": bool(attributes.get("input_forget", 0)),
     }
     config_fields.update(_activations(where, attributes, dirs))
-    notes = []
-    if W.dtype != np.float32:
+    if W.dtype != np.float32 and dequantized is None:
         notes.append(f"{name}: weights stored as {W.dtype}")
+    sources: set[str] = set()
+    for position in (1, 2, 3, 7, 8, 9, 10, 11):
+        if inputs[position]:
+            scope.constant(inputs[position])
+            sources.update(scope.folded_from.get(inputs[position], {inputs[position]}))
     return _Node(
         node=node,
         name=name,
@@ -252,9 +326,53 @@ def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> 
         config_fields=config_fields,
         layers=layers,
         input_size=int(W.shape[2]),
-        weight_names=[inputs[p] for p in (1, 2, 3, 7) if inputs[p]],
+        weight_sources=sources,
         notes=notes,
+        dequantized=dequantized,
     )
+
+
+def _dequantize(
+    scope: Scope, where: str, inputs: list[str], W: NDArray[Any], R: NDArray[Any], dirs: int
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """DynamicQuantizeLSTM's W [D, I, 4H] and R [D, H, 4H], integers, -> float W [D, 4H, I], R [D, 4H, H]."""
+    result = []
+    for role, quantized, (scale_at, zero_at) in (("W", W, (8, 9)), ("R", R, (10, 11))):
+        if quantized.dtype not in (np.int8, np.uint8) or quantized.ndim != 3:
+            raise InputFileError(
+                f"{where}: DynamicQuantizeLSTM's {role} is {quantized.dtype} {list(quantized.shape)}, expected "
+                "int8 or uint8 [directions, size, 4*hidden_size]"
+            )
+        if not inputs[scale_at]:
+            raise InputFileError(f"{where}: DynamicQuantizeLSTM has no {role}_scale input")
+        scale = _constant_input(scope, where, f"{role}_scale", inputs[scale_at]).astype(np.float64)
+        zero = (
+            _constant_input(scope, where, f"{role}_zero_point", inputs[zero_at]).astype(np.float64)
+            if inputs[zero_at]
+            else np.zeros(())
+        )
+        columns = quantized.shape[2]
+        values = quantized.astype(np.float64)
+        try:
+            dequantized = (values - _per_channel(zero, dirs, columns)) * _per_channel(scale, dirs, columns)
+        except ValueError:
+            raise InputFileError(
+                f"{where}: DynamicQuantizeLSTM's {role}_scale {list(scale.shape)} or {role}_zero_point "
+                f"{list(zero.shape)} fits neither one per direction [{dirs}] nor one per channel [{dirs}, {columns}]"
+            ) from None
+        result.append(dequantized.transpose(0, 2, 1))
+    return result[0], result[1]
+
+
+def _per_channel(values: NDArray[Any], dirs: int, columns: int) -> NDArray[Any]:
+    """A scale or zero point shaped to broadcast against [D, rows, 4H]: scalar, per direction or per channel."""
+    if values.size == 1:
+        return values.reshape(())
+    if values.shape == (dirs,):
+        return values.reshape(dirs, 1, 1)
+    if values.shape == (dirs, columns):
+        return values.reshape(dirs, 1, columns)
+    raise ValueError(values.shape)
 
 
 def _check_shapes(where: str, arrays: Mapping[str, NDArray[Any]], dirs: int, hidden: int) -> None:
@@ -324,12 +442,12 @@ def _take(where: str, name: str, parameter: str, values: list[float], default: f
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _chains(graph: _Graph, nodes: list[_Node]) -> list[list[_Node]]:
+def _chains(scope: Scope, nodes: list[_Node]) -> list[list[_Node]]:
     """Group nodes into stacks: each link is a verified Y -> X rearrangement between compatible nodes."""
     by_output = {node.node.output[0]: node for node in nodes if node.node.output and node.node.output[0]}
     readers: dict[int, list[tuple[_Node, list[onnx.NodeProto]]]] = {}
     for node in nodes:
-        source = _trace_to_lstm(graph, node.node.input[0], by_output)
+        source = _trace_to_lstm(scope, node.node.input[0], by_output)
         if source is not None:
             readers.setdefault(id(source[0]), []).append((node, source[1]))
     successor: dict[int, _Node] = {}
@@ -340,12 +458,13 @@ def _chains(graph: _Graph, nodes: list[_Node]) -> list[list[_Node]]:
             if (
                 len(candidates) > 1
                 or not _compatible(previous, node)
-                or not _path_is_stacking(graph, path, previous, node)
+                or not _path_is_stacking(scope, path, previous, node, nodes)
             ):
                 node.notes.append(f"{node.name} reads {previous.name}'s output but is not its next layer")
                 continue
             successor[id(previous)] = node
             has_predecessor.add(id(node))
+            node.assumptions.extend(_dropout_assumptions(scope, path))
     chains = []
     for node in nodes:
         if id(node) in has_predecessor:
@@ -358,19 +477,36 @@ def _chains(graph: _Graph, nodes: list[_Node]) -> list[list[_Node]]:
 
 
 def _trace_to_lstm(
-    graph: _Graph, tensor: str, by_output: Mapping[str, _Node]
+    scope: Scope, tensor: str, by_output: Mapping[str, _Node]
 ) -> tuple[_Node, list[onnx.NodeProto]] | None:
     """The LSTM node whose Y reaches ``tensor`` through shape-only nodes, with those nodes in data order."""
     path: list[onnx.NodeProto] = []
     while tensor not in by_output:
-        producer = graph.producer.get(tensor)
-        if producer is None or producer.op_type not in SHAPE_OPS:
+        producer = scope.producers.get(tensor)
+        if producer is None or producer.op_type not in SHAPE_OPS or producer.domain not in ("", "ai.onnx"):
             return None
-        if any(graph.constant(name) is None for name in producer.input[1:] if name):
+        if any(scope.constant(name) is None for name in producer.input[1:] if name):
             return None
         path.insert(0, producer)
         tensor = producer.input[0]
     return by_output[tensor], path
+
+
+def _dropout_assumptions(scope: Scope, path: list[onnx.NodeProto]) -> list[str]:
+    """What reading a training-mode Dropout between two layers as identity assumes."""
+    said = []
+    for node in path:
+        if node.op_type != "Dropout" or len(node.input) < 3 or not node.input[2]:
+            continue
+        training = scope.constant(node.input[2])
+        if training is not None and bool(np.asarray(training).any()):
+            said.append(
+                f"Dropout node {node.name!r} between the layers has training_mode=True (exported without "
+                "model.eval()): by ONNX's definition it drops activations at random; read as identity, as ONNX "
+                "Runtime's default graph optimizations run it (with them off it drops at random); export after "
+                "model.eval()"
+            )
+    return said
 
 
 def _compatible(lower: _Node, upper: _Node) -> bool:
@@ -380,38 +516,69 @@ def _compatible(lower: _Node, upper: _Node) -> bool:
         and lower.bidirectional == upper.bidirectional
         and lower.hidden_size == upper.hidden_size
         and upper.input_size == dirs * lower.hidden_size
+        and (lower.dequantized is None) == (upper.dequantized is None)
     )
 
 
-def _path_is_stacking(graph: _Graph, path: list[onnx.NodeProto], lower: _Node, upper: _Node) -> bool:
-    """Run ``path`` on a probe Y of ``lower`` and check that it yields the canonical next-layer input."""
-    from onnx import helper, numpy_helper
-    from onnx.reference import ReferenceEvaluator
+def _probe_sizes(scope: Scope, nodes: list[_Node]) -> list[tuple[int, int]]:
+    """Steps and batch to probe a path with: distinct small ones, then each that the file fixes for a node's
+    X (an exporter without dynamic axes bakes them into its Reshape shapes)."""
+    sizes = [_PROBE_STEPS_BATCH]
+    for node in nodes:
+        fixed = fixed_shape(scope.type_of(node.node.input[0]))
+        if fixed is not None and len(fixed) == 3 and fixed[0] is not None and fixed[1] is not None:
+            steps, batch = (fixed[1], fixed[0]) if node.layout == 1 else (fixed[0], fixed[1])
+            if (steps, batch) not in sizes:
+                sizes.append((steps, batch))
+    return sizes
 
-    steps, batch, dirs, hidden = 2, 3, 2 if lower.bidirectional else 1, lower.hidden_size
+
+def _path_is_stacking(scope: Scope, path: list[onnx.NodeProto], lower: _Node, upper: _Node, nodes: list[_Node]) -> bool:
+    """Run ``path`` in ONNX Runtime on a probe Y of ``lower`` and check that it yields the canonical
+    next-layer input (for some steps and batch the file can run)."""
+    if not path:  # Y [T, D, B, H] straight into X [T, B, I] cannot be a stack
+        return False
+    return any(_path_gives(scope, path, lower, upper, steps, batch) for steps, batch in _probe_sizes(scope, nodes))
+
+
+def _path_gives(scope: Scope, path: list[onnx.NodeProto], lower: _Node, upper: _Node, steps: int, batch: int) -> bool:
+    from onnx import helper, numpy_helper
+
+    dirs, hidden = 2 if lower.bidirectional else 1, lower.hidden_size
     probe = np.arange(steps * dirs * batch * hidden, dtype=np.float32).reshape(steps, dirs, batch, hidden)
     expected = probe.transpose(0, 2, 1, 3).reshape(steps, batch, dirs * hidden)
     if lower.layout == 1:
         probe = probe.transpose(2, 0, 1, 3)
     if upper.layout == 1:
         expected = expected.swapaxes(0, 1)
-    if not path:  # Y [T, D, B, H] straight into X [T, B, I] cannot be a stack
-        return False
     source = path[0].input[0]
     constants = {name for node in path for name in node.input[1:] if name}
-    initializers = [numpy_helper.from_array(np.asarray(graph.constants[name]), name) for name in constants]
-    inputs = [helper.make_tensor_value_info(source, helper.np_dtype_to_tensor_dtype(probe.dtype), list(probe.shape))]
-    outputs = [helper.make_tensor_value_info(path[-1].output[0], helper.np_dtype_to_tensor_dtype(probe.dtype), None)]
-    probe_graph = helper.make_graph(list(path), "probe", inputs, outputs, initializers)
-    opsets = [helper.make_opsetid("", graph.opset)]
+    initializers = []
+    for name in constants:
+        value = scope.constant(name)
+        if value is None:
+            return False
+        initializers.append(numpy_helper.from_array(np.asarray(value), name))
+    elem = helper.np_dtype_to_tensor_dtype(probe.dtype)
+    inputs = [helper.make_tensor_value_info(source, elem, list(probe.shape))]
+    outputs = [helper.make_tensor_value_info(path[-1].output[0], elem, None)]
+    # A Dropout is identity at inference (ONNX Runtime's optimizer removes it in the file, even in training
+    # mode, which _dropout_assumptions says); the probe checks what the other nodes do to the data.
+    steps_only = [
+        helper.make_node("Identity", [node.input[0]], [node.output[0]]) if node.op_type == "Dropout" else node
+        for node in path
+    ]
+    probe_graph = helper.make_graph(steps_only, "probe", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", scope.opset)]
     try:
-        (result,) = ReferenceEvaluator(helper.make_model(probe_graph, opset_imports=opsets)).run(None, {source: probe})
-    except Exception:  # a path the evaluator cannot run is not a verified stack
+        model = helper.make_model(probe_graph, opset_imports=opsets, ir_version=scope.model.ir_version)
+        (result,) = run_in_onnxruntime(model, {source: probe})
+    except Exception:  # a path ONNX Runtime cannot run at these sizes is not a verified stack at them
         return False
     return bool(result.shape == expected.shape and np.array_equal(result, expected))
 
 
-def _found(chain: list[_Node]) -> FoundLSTM:
+def _found(path: Path, scope: Scope, chain: list[_Node]) -> FoundLSTM:
     first = chain[0]
     fields = dict(first.config_fields)
     try:
@@ -429,10 +596,67 @@ def _found(chain: list[_Node]) -> FoundLSTM:
     if len(chain) > 1:
         names = ", ".join(node.name for node in chain)
         notes.append(f"LSTM nodes {names} read as one {len(chain)}-layer LSTM (their Y -> X chain was verified)")
+    batch_first = first.layout == 1 or _transposed_graph_input(scope, first)
+    if first.layout == 0 and batch_first:
+        notes.append(
+            f"the file's model takes batch-first input: a Transpose(perm=[1, 0, 2]) of its input feeds LSTM node "
+            f"{first.name!r} (PyTorch's batch_first=True, as its exporter writes it)"
+        )
+    runner = OnnxSourceRunner(path, scope, [node.info for node in chain])
+    if runner.fixed_input_shape is not None:
+        declared = [dim if dim is not None else "?" for dim in runner.fixed_input_shape]
+        notes.append(
+            f"the file fixes the LSTM's input {runner.input_name!r} to shape {declared} (exported without "
+            "dynamic axes): its own run is done at that shape (other batches in slices, fewer steps padded with "
+            "sequence_lens, more steps in pieces)"
+        )
+    if first.dequantized is not None:
+        measured = _quantization_error(scope, chain, runner, config)
+        runner.quantization_error = measured
+        notes.append(
+            f"quantization error: the quantized node (ONNX Runtime, activations quantized at run time) differs from "
+            f"the float LSTM of its dequantized weights by up to {measured:.1e} relative on random inputs; expect a "
+            "conversion to agree with this file within that, not within float32 rounding"
+        )
     return FoundLSTM(
         name=first.name,
         weights=weights,
         implementation="onnxruntime",
         notes=notes,
-        batch_first=first.layout == 1,
+        assumptions=[said for node in chain for said in node.assumptions],
+        batch_first=batch_first,
+        run_source=runner,
     )
+
+
+def _transposed_graph_input(scope: Scope, node: _Node) -> bool:
+    """Whether the node's X is Transpose(perm=[1, 0, 2]) of an input of the main graph: the model takes
+    [B, T, I] and the node runs time-major."""
+    producer = scope.producers.get(node.node.input[0])
+    if producer is None or producer.op_type != "Transpose" or not producer.input:
+        return False
+    perm = _attributes(producer).get("perm")
+    defined = scope.where(producer.input[0])
+    return perm == [1, 0, 2] and defined is not None and defined[0] == "input" and defined[1].parent is None
+
+
+def _quantization_error(scope: Scope, chain: list[_Node], runner: OnnxSourceRunner, config: LSTMConfig) -> float:
+    """Relative difference of Y between the quantized node(s) as the file has them and ONNX Runtime's float
+    LSTM of the dequantized weights, on a seeded random input of a shape the file can run."""
+    from lstm_conformance.adapters.base import RunInputs, RunOptions
+    from lstm_conformance.adapters.onnx_runtime import OnnxRuntimeLSTM
+
+    fixed = runner.fixed_input_shape
+    steps, batch = _PROBE_STEPS_BATCH
+    if fixed is not None and len(fixed) == 3:
+        steps = (fixed[1] if chain[0].layout == 1 else fixed[0]) or steps
+        batch = (fixed[0] if chain[0].layout == 1 else fixed[1]) or batch
+    weights = LSTMWeights(config, [node.layers for node in chain])
+    errors = []
+    for seed in range(4):  # the largest of a few inputs: one input's error varies by a factor of two
+        x = np.random.default_rng(seed).standard_normal((steps, batch, config.input_size))
+        inputs = RunInputs(x=x.astype(np.float32).astype(np.float64))
+        quantized = runner(inputs, RunOptions(dtype="float32"))
+        floating = OnnxRuntimeLSTM().run(weights, inputs, RunOptions(dtype="float32"))
+        errors.append(float(np.linalg.norm(quantized.y - floating.y)) / max(float(np.linalg.norm(floating.y)), 1e-30))
+    return max(errors)

@@ -56,6 +56,8 @@ def _describe(found: FoundLSTM) -> dict[str, Any]:
             for key, array in found.weights.named_arrays().items()
         },
         "notes": list(found.notes),
+        "assumptions": list(found.assumptions),
+        "source_runs": found.run_source is not None,
     }
 
 
@@ -65,8 +67,9 @@ def _print(listing: dict[str, Any], lstms: list[FoundLSTM]) -> None:
     for entry, found in zip(listing["lstms"], lstms, strict=True):
         options = ", ".join(f"{k}={v}" for k, v in entry["implementation_options"].items())
         runs = f"{entry['implementation']}{f' ({options})' if options else ''}"
-        layout = "batch-first" if entry["batch_first"] else "time-major"
-        print(f"LSTM {entry['name']!r}: runs with {runs}; the file's model takes {layout} input")
+        layout = {True: "batch-first", False: "time-major"}.get(entry["batch_first"])
+        takes = f"the file's model takes {layout} input" if layout else "batch layout: not stored in the file"
+        print(f"LSTM {entry['name']!r}: runs with {runs}; {takes}")
         print(f"  config: {describe_config(found.weights.config)}; weights {entry['dtype']}")
         print(f"  features: {', '.join(entry['features']) or 'none beyond a plain LSTM'}")
         print("  parameters (canonical layout, gate order i, f, g, o):")
@@ -76,6 +79,8 @@ def _print(listing: dict[str, Any], lstms: list[FoundLSTM]) -> None:
                 print(f"    layer {layer} {('forward', 'reverse')[direction]}: {shapes}")
         for note in entry["notes"]:
             print(f"  note: {note}")
+        for assumption in entry["assumptions"]:
+            print(f"  assumption: {assumption}")
     others = listing["other_tensors"]
     if others:
         shown = ", ".join(others[:20]) + (f", ... ({len(others)} in all)" if len(others) > 20 else "")

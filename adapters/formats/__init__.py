@@ -8,6 +8,7 @@ framework's own loading code reads it without this project.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import struct
 import zipfile
@@ -121,11 +122,21 @@ def infer_format(path: Path) -> str:
     for suffix, name in SUFFIXES.items():
         if text.endswith(suffix):
             return name
-    if Path(f"{path}.index").exists():
+    if Path(f"{path}.index").exists() or _is_checkpoint_place(path):
         return "tf-checkpoint"
     raise InputFileError(
         f"cannot tell the format of {path} from its name; pass --from/--to with one of: {', '.join(FORMATS)}"
     )
+
+
+def _is_checkpoint_place(path: Path) -> bool:
+    """A TF checkpoint directory or state file, or a Saver prefix given without its step (``model.ckpt`` for
+    ``model.ckpt-2.index``): the tf-checkpoint reader resolves each to a prefix."""
+    if path.name == "checkpoint" and path.is_file():
+        return True
+    if path.is_dir():
+        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    return path.parent.is_dir() and any(path.parent.glob(f"{glob.escape(path.name)}-*.index"))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""TensorFlow and Keras files as users have them (issue 10), each written by the framework's own save function
+and what the reader found checked against the framework's own output on the same input:
+
+- object-based checkpoints of tf_keras models (``save_weights`` in TF format) and of Keras 3 models
+  (``tf.train.Checkpoint(model=...)``): the LSTM found through the checkpoint's object graph, never a Dense
+  kernel read as an LSTM;
+- Saver checkpoints named by their directory, ``checkpoint`` state file or step-less prefix;
+- TF1 ``.meta`` graphs: forget_bias, clips and activation read from the graph instead of assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lstm_conformance.adapters.formats.tf_checkpoint import TFCheckpointFormat
+from lstm_conformance.reference.errors import InputFileError
+from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeights
+from lstm_conformance.reference.lstm import lstm_forward
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+tf = pytest.importorskip("tensorflow", reason="TF checkpoints need TensorFlow (pip install tensorflow-cpu tf-keras)")
+tf_keras = pytest.importorskip("tf_keras", reason="tf_keras models need tf-keras (pip install tf-keras)")
+keras = pytest.importorskip("keras", reason="Keras 3 models need keras (pip install keras)")
+
+pytestmark = [
+    pytest.mark.xdist_group("tensorflow"),
+    pytest.mark.filterwarnings("ignore:.*is deprecated:UserWarning"),
+]
+
+STEPS, BATCH = 5, 2
+RNN = tf.compat.v1.nn.rnn_cell
+
+
+def _relative(found: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(found - expected)) / max(float(np.linalg.norm(expected)), 1e-300)
+
+
+def _reference(weights: LSTMWeights, x_batch_major: np.ndarray) -> Any:
+    """The reference on what the reader found, given Keras' batch-major input; y returned batch-major."""
+    result = lstm_forward(weights.astype(np.float64), np.transpose(x_batch_major, (1, 0, 2)).astype(np.float64))
+    return np.transpose(result.y, (1, 0, 2)), result
+
+
+def _randomize_keras(model: Any, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        layer.set_weights([rng.uniform(-0.6, 0.6, size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+
+
+def test_tf_keras_save_weights_reads_the_lstm_not_the_dense(tmp_path: Path) -> None:
+    """The reported bug: LSTM(20) then Dense(4) read as an LSTM of input 19, hidden 1 (the Dense kernel)."""
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Input((STEPS, 19)), tf_keras.layers.LSTM(20), tf_keras.layers.Dense(4)]
+    )
+    model.compile("adam", "mse")
+    model.fit(np.zeros((2, STEPS, 19)), np.zeros((2, 4)), verbose=0)  # optimizer slots in the checkpoint too
+    _randomize_keras(model, 0)
+    model.save_weights(str(tmp_path / "weights"))  # no .h5 suffix: TF's object-based checkpoint format
+
+    contents = TFCheckpointFormat().read(tmp_path / "weights", {})
+    (found,) = contents.lstms
+    assert found.name == "lstm"
+    assert found.implementation == "tf-keras"
+    assert found.weights.config == LSTMConfig(19, 20)
+    assert any("activations not stored" in text for text in found.assumptions)
+    assert any(key.startswith("layer_with_weights-1/kernel") for key in contents.other_tensors)
+    assert any(key.startswith("optimizer/") for key in contents.other_tensors)
+    x = np.random.default_rng(1).normal(size=(BATCH, STEPS, 19)).astype(np.float32)
+    _, result = _reference(found.weights, x)
+    assert _relative(result.h_n[0], model.layers[0](x).numpy()) < 1e-5
+
+
+def test_keras3_checkpoint_of_a_model_reads_each_lstm_layer(tmp_path: Path) -> None:
+    inputs = keras.Input((STEPS, 3))
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="encoder")(inputs)
+    hidden = keras.layers.LSTM(6, use_bias=False, return_sequences=True, name="decoder")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(8)(hidden))
+    _randomize_keras(model, 2)
+    written = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # ckpt-1, with a state file
+
+    contents = TFCheckpointFormat().read(Path(written), {})
+    by_name = {found.name: found for found in contents.lstms}
+    assert set(by_name) == {"encoder", "decoder"}
+    assert by_name["encoder"].weights.config == LSTMConfig(3, 4, bidirectional=True)
+    assert by_name["decoder"].weights.config == LSTMConfig(8, 6, bias=False)
+    assert {found.implementation for found in contents.lstms} == {"keras"}
+    x = np.random.default_rng(3).normal(size=(BATCH, STEPS, 3)).astype(np.float32)
+    encoder_y = model.get_layer("encoder")(x).numpy()
+    assert _relative(_reference(by_name["encoder"].weights, x)[0], encoder_y) < 1e-5
+    decoder_y = model.get_layer("decoder")(encoder_y).numpy()
+    assert _relative(_reference(by_name["decoder"].weights, encoder_y)[0], decoder_y) < 1e-5
+    # The directory and its state file name the same checkpoint.
+    for given in (tmp_path, tmp_path / "checkpoint"):
+        again = TFCheckpointFormat().read(given, {})
+        assert sorted(found.name for found in again.lstms) == ["decoder", "encoder"]
+        assert any("ckpt-1" in note for note in again.lstms[0].notes)
+
+
+def test_an_object_based_checkpoint_without_an_lstm_is_refused_naming_what_it_holds(tmp_path: Path) -> None:
+    dense = tf_keras.layers.Dense(8)
+    dense(tf.zeros((1, 12)))  # kernel [12, 8], bias [8]: shaped like a legacy cell of input 10, hidden 2
+    tf.train.Checkpoint(dense=dense).write(str(tmp_path / "dense"))
+    with pytest.raises(InputFileError) as raised:
+        TFCheckpointFormat().read(tmp_path / "dense", {})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert re.search(r"kernels found: dense(_\d+)?/kernel", message)  # Keras numbers a session's layers
+
+
+def _saver_model(cell: Any, directory: Path, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What TF1 training code does: dynamic_rnn over ``cell``, Saver.save with its .meta graph. Returns x, y."""
+    x_value = np.random.default_rng(5).normal(size=(STEPS, BATCH, 3))
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float64, [STEPS, BATCH, 3])
+        y, _ = tf.compat.v1.nn.dynamic_rnn(cell(), x, dtype=tf.float64, time_major=True)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            rng = np.random.default_rng(6)
+            for variable in tf.compat.v1.global_variables():
+                session.run(variable.assign(rng.uniform(-0.9, 0.9, size=variable.shape.as_list())))
+            tf.compat.v1.train.Saver().save(session, str(directory / "model.ckpt"), global_step=step)
+            return x_value, np.asarray(session.run(y, {x: x_value}))
+
+
+def test_basic_lstm_cell_forget_bias_is_read_from_the_meta_graph(tmp_path: Path) -> None:
+    """The reported bug: BasicLSTMCell(forget_bias=0.0) converted 0.26 off because 1.0 was assumed."""
+    x, expected = _saver_model(lambda: RNN.BasicLSTMCell(4, forget_bias=0.0, dtype=tf.float64), tmp_path, step=2)
+    for given in ("model.ckpt-2", "model.ckpt", "model.ckpt-2.index", "checkpoint", "."):
+        (found,) = TFCheckpointFormat().read(tmp_path / given, {}).lstms
+        assert found.implementation_options == {"forget_bias": 0.0, "cell": "basic"}, given
+        assert found.assumptions == [], given
+        assert _relative(lstm_forward(found.weights, x).y, expected) < 1e-12, given
+
+
+def test_lstm_cell_clips_activation_and_forget_bias_are_read_from_the_meta_graph(tmp_path: Path) -> None:
+    def cell() -> Any:
+        return RNN.LSTMCell(
+            4,
+            use_peepholes=True,
+            cell_clip=0.8,
+            num_proj=3,
+            proj_clip=0.3,
+            forget_bias=0.5,
+            activation=tf.nn.relu,
+            dtype=tf.float64,
+        )
+
+    x, expected = _saver_model(cell, tmp_path)
+    (found,) = TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms
+    relu = Activation("relu")
+    assert found.weights.config == LSTMConfig(
+        3,
+        4,
+        peepholes=True,
+        proj_size=3,
+        cell_clip=0.8,
+        proj_clip=0.3,
+        cell_input_activation=relu,
+        cell_output_activation=relu,
+    )
+    assert found.implementation_options["forget_bias"] == 0.5
+    assert found.assumptions == []
+    assert _relative(lstm_forward(found.weights, x).y, expected) < 1e-12
+
+
+def test_without_the_meta_graph_the_assumptions_are_said(tmp_path: Path) -> None:
+    _saver_model(lambda: RNN.LSTMCell(4, dtype=tf.float64), tmp_path)
+    (tmp_path / "model.ckpt.meta").unlink()
+    (found,) = TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms
+    assert found.batch_first is None
+    assert any(text.startswith("assumed forget_bias=1.0") for text in found.assumptions)
+    assert any("activation is not stored" in text and "cell_clip" in text for text in found.assumptions)
+
+
+def test_a_directory_with_several_checkpoints_and_no_state_file_is_refused(tmp_path: Path) -> None:
+    _saver_model(lambda: RNN.LSTMCell(4, dtype=tf.float64), tmp_path, step=1)
+    _saver_model(lambda: RNN.LSTMCell(4, dtype=tf.float64), tmp_path, step=2)
+    (found,) = TFCheckpointFormat().read(tmp_path, {}).lstms  # the state file names step 2
+    assert any("model.ckpt-2" in note for note in found.notes)
+    (tmp_path / "checkpoint").unlink()
+    with pytest.raises(InputFileError, match=r"several checkpoints: model\.ckpt-1, model\.ckpt-2; pass one prefix"):
+        TFCheckpointFormat().read(tmp_path, {})

@@ -187,3 +187,68 @@ def test_a_directory_with_several_checkpoints_and_no_state_file_is_refused(tmp_p
     (tmp_path / "checkpoint").unlink()
     with pytest.raises(InputFileError, match=r"several checkpoints: model\.ckpt-1, model\.ckpt-2; pass one prefix"):
         TFCheckpointFormat().read(tmp_path, {})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Keras files: the file's own model runs (run_source); weights-only files say what they assume
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _masked_keras3_model() -> Any:
+    inputs = keras.Input((STEPS, 3))
+    masked = keras.layers.Masking(mask_value=0.0)(inputs)
+    hidden = keras.layers.LSTM(4, return_sequences=True, name="tagger")(masked)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    _randomize_keras(model, 7)
+    return model
+
+
+def test_a_keras3_model_runs_itself_with_its_mask(tmp_path: Path) -> None:
+    from lstm_conformance.adapters.base import RunInputs, RunOptions
+    from lstm_conformance.adapters.formats.keras_file import KerasFormat
+
+    model = _masked_keras3_model()
+    model.save(tmp_path / "tagger.keras")
+    (found,) = KerasFormat().read(tmp_path / "tagger.keras", {}).lstms
+    assert found.run_source is not None
+    assert found.batch_first is True
+    assert any("Masking(mask_value=0.0)" in note and "pack_padded_sequence" in note for note in found.notes)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(BATCH, STEPS, 3)).astype(np.float32)
+    lengths = np.array([STEPS, 2])
+    x[1, 2:] = 0.0  # padded as the Masking layer expects
+    ran = found.run_source(RunInputs(x=x, seq_lens=lengths, batch_first=True), RunOptions())
+    lstm_output = keras.Model(model.inputs, model.get_layer("tagger").output)(x).numpy()  # masked by the model
+    for sample, length in enumerate(lengths):
+        valid = slice(0, int(length))
+        assert _relative(ran.y[sample, valid], lstm_output[sample, valid]) < 1e-6
+        assert _relative(ran.h_n[0, sample], lstm_output[sample, length - 1]) < 1e-6
+    # What the project read computes what the file's own model computes.
+    reference = lstm_forward(found.weights.astype(np.float64), x.swapaxes(0, 1).astype(np.float64), seq_lens=lengths)
+    assert _relative(ran.h_n, reference.h_n) < 1e-5
+
+
+def test_a_tf_keras_h5_model_with_hard_sigmoid_runs_itself(tmp_path: Path) -> None:
+    from lstm_conformance.adapters.base import RunInputs, RunOptions
+    from lstm_conformance.adapters.formats.keras_file import KerasH5Format
+
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Input((STEPS, 3)), tf_keras.layers.LSTM(4, recurrent_activation="hard_sigmoid")]
+    )
+    _randomize_keras(model, 9)
+    model.save(tmp_path / "model.h5")
+    (found,) = KerasH5Format().read(tmp_path / "model.h5", {}).lstms
+    assert found.implementation == "tf-keras"
+    assert found.weights.config.gate_activation == Activation("hard_sigmoid_keras2")
+    assert found.run_source is not None
+    x = np.random.default_rng(10).normal(size=(STEPS, BATCH, 3)) * 3  # reaches hard_sigmoid's corners
+    ran = found.run_source(RunInputs(x=x), RunOptions())
+    expected = model.layers[0](x.swapaxes(0, 1).astype(np.float32)).numpy()
+    assert _relative(ran.h_n[0], expected) < 1e-6
+    assert _relative(lstm_forward(found.weights.astype(np.float64), x).h_n[0], expected) < 1e-5
+
+    model.save_weights(tmp_path / "model.weights.h5")
+    (weights_only,) = KerasH5Format().read(tmp_path / "model.weights.h5", {}).lstms
+    assert weights_only.run_source is None
+    assert weights_only.batch_first is None
+    assert any("activations not stored" in text and "sigmoid" in text for text in weights_only.assumptions)

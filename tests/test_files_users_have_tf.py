@@ -214,17 +214,18 @@ def test_a_keras3_model_runs_itself_with_its_mask(tmp_path: Path) -> None:
     assert found.batch_first is True
     assert any("Masking(mask_value=0.0)" in note and "pack_padded_sequence" in note for note in found.notes)
     rng = np.random.default_rng(8)
-    x = rng.normal(size=(BATCH, STEPS, 3)).astype(np.float32)
-    lengths = np.array([STEPS, 2])
+    x = rng.normal(size=(BATCH, STEPS, 3)).astype(np.float32).astype(np.float64)  # exact in the float32 model
+    lengths = np.array([STEPS, 2], dtype=np.int64)
     x[1, 2:] = 0.0  # padded as the Masking layer expects
     ran = found.run_source(RunInputs(x=x, seq_lens=lengths, batch_first=True), RunOptions())
-    lstm_output = keras.Model(model.inputs, model.get_layer("tagger").output)(x).numpy()  # masked by the model
+    submodel = keras.Model(model.inputs, model.get_layer("tagger").output)
+    lstm_output = submodel(x.astype(np.float32)).numpy()  # masked by the model's own Masking layer
     for sample, length in enumerate(lengths):
         valid = slice(0, int(length))
         assert _relative(ran.y[sample, valid], lstm_output[sample, valid]) < 1e-6
         assert _relative(ran.h_n[0, sample], lstm_output[sample, length - 1]) < 1e-6
     # What the project read computes what the file's own model computes.
-    reference = lstm_forward(found.weights.astype(np.float64), x.swapaxes(0, 1).astype(np.float64), seq_lens=lengths)
+    reference = lstm_forward(found.weights.astype(np.float64), x.swapaxes(0, 1), seq_lens=lengths)
     assert _relative(ran.h_n, reference.h_n) < 1e-5
 
 

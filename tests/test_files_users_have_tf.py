@@ -253,3 +253,42 @@ def test_a_tf_keras_h5_model_with_hard_sigmoid_runs_itself(tmp_path: Path) -> No
     assert weights_only.run_source is None
     assert weights_only.batch_first is None
     assert any("activations not stored" in text and "sigmoid" in text for text in weights_only.assumptions)
+
+
+@pytest.mark.parametrize("file_name", ["model.keras", "model.h5"])
+def test_tf_keras_hard_sigmoid_is_written_back_by_tf_keras_and_keeps_its_function(
+    tmp_path: Path, file_name: str
+) -> None:
+    from lstm_conformance.adapters.formats import get_format, infer_format
+    from lstm_conformance.reference.layout import random_weights
+
+    config = LSTMConfig(3, 4, gate_activation=Activation("hard_sigmoid_keras2"))
+    weights = random_weights(config, np.random.default_rng(11)).astype(np.float32)
+    format_ = get_format(infer_format(tmp_path / file_name))
+    notes = format_.write(tmp_path / file_name, weights, {})
+    assert any("tf_keras.models.load_model" in note for note in notes)
+    model = tf_keras.models.load_model(tmp_path / file_name, compile=False)  # tf_keras' own loader
+    x = (np.random.default_rng(12).normal(size=(STEPS, BATCH, 3)) * 3).astype(np.float32)
+    expected = model(x.swapaxes(0, 1)).numpy().swapaxes(0, 1)
+    assert _relative(lstm_forward(weights.astype(np.float64), x.astype(np.float64)).y, expected) < 1e-5
+    (read_back,) = format_.read(tmp_path / file_name, {}).lstms
+    assert read_back.weights.config == config
+
+
+def test_the_keras_h5_flavor_option_chooses_which_keras_writes(tmp_path: Path) -> None:
+    from lstm_conformance.adapters.formats.keras_file import KerasH5Format
+    from lstm_conformance.reference.errors import NotImplementedOptionError
+    from lstm_conformance.reference.layout import random_weights
+
+    weights = random_weights(LSTMConfig(3, 4), np.random.default_rng(13)).astype(np.float32)
+    KerasH5Format().write(tmp_path / "keras2.h5", weights, {"flavor": "tf-keras"})
+    KerasH5Format().write(tmp_path / "keras3.h5", weights, {"flavor": "keras3"})
+    x = np.random.default_rng(14).normal(size=(BATCH, STEPS, 3)).astype(np.float32)
+    expected = lstm_forward(weights.astype(np.float64), x.swapaxes(0, 1).astype(np.float64)).y.swapaxes(0, 1)
+    for loaded in (
+        tf_keras.models.load_model(tmp_path / "keras2.h5", compile=False),
+        keras.saving.load_model(tmp_path / "keras3.h5", compile=False),
+    ):
+        assert _relative(loaded(x).numpy(), expected) < 1e-5
+    with pytest.raises(NotImplementedOptionError, match="flavor 'keras3' or 'tf-keras', not 'keras4'"):
+        KerasH5Format().write(tmp_path / "x.h5", weights, {"flavor": "keras4"})

@@ -69,7 +69,12 @@ from lstm_conformance.adapters.keras_layer import (
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
-from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
+from lstm_conformance.reference.errors import (
+    InputFileError,
+    LayoutError,
+    NotImplementedOptionError,
+    UnsupportedFeatureError,
+)
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
 #: Keras class names of a model that holds layers of its own.
@@ -600,11 +605,15 @@ class KerasFormat(FileFormat):
         return _contents(path, layers, flavor, [], _Source(path, "keras", flavor, layers))
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        refuse_options(options, ("dtype",), f"the {self.name} format")
+        refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
-        model = build_keras_model(weights, KERAS3, dtype)
+        flavor, notes = _write_flavor(weights, options)
+        model = build_keras_model(weights, flavor, dtype)
         _save_renamed(path, "model.keras", model.save)
-        return [f"written with Keras 3 as a {dtype} model: input [batch, time, {weights.config.input_size}]"]
+        return [
+            f"written with {flavor.framework} as a {dtype} model: input [batch, time, {weights.config.input_size}]",
+            *notes,
+        ]
 
 
 class KerasH5Format(FileFormat):
@@ -647,14 +656,19 @@ class KerasH5Format(FileFormat):
             return _contents(path, layers, flavor, notes)
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        refuse_options(options, ("dtype",), f"the {self.name} format")
+        refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
-        model = build_keras_model(weights, KERAS3, dtype)
+        flavor, notes = _write_flavor(weights, options)
+        model = build_keras_model(weights, flavor, dtype)
         if path.name.lower().endswith(".weights.h5"):
             _save_renamed(path, "model.weights.h5", model.save_weights)
-            return [f"weights only, written with Keras 3 ({dtype}); build the same layers to load them"]
+            return [
+                f"weights only, written with {flavor.framework} ({dtype}); build the same layers to load them",
+                *notes,
+            ]
         _save_renamed(path, "model.h5", model.save)
-        return [f"legacy HDF5 model written with Keras 3 ({dtype}): input [batch, time, {weights.config.input_size}]"]
+        size = weights.config.input_size
+        return [f"legacy HDF5 model written with {flavor.framework} ({dtype}): input [batch, time, {size}]", *notes]
 
 
 def _groups(root: Any) -> Iterator[Any]:
@@ -671,6 +685,33 @@ def _unavailable_reason() -> str | None:
         if importlib.util.find_spec("h5py")
         else "h5py is not installed (pip install 'lstm-conformance[tensorflow]')"
     )
+
+
+#: Options the Keras writers take: ``dtype``, and ``flavor`` ("keras3" or "tf-keras"), which Keras writes the file.
+WRITE_OPTIONS = ("dtype", "flavor")
+_WRITE_FLAVORS = {"keras3": KERAS3, "tf-keras": TF_KERAS}
+
+
+def _write_flavor(weights: LSTMWeights, options: Mapping[str, Any]) -> tuple[KerasFlavor, list[str]]:
+    """Which Keras writes the file: ``options["flavor"]``, else Keras 3, except for tf_keras' hard_sigmoid
+    (clip(0.2x + 0.5)), which only tf_keras holds (Keras 3's hard_sigmoid is another function under the same
+    name): then tf_keras, so that the written model keeps the function. Each Keras loads only its own files."""
+    chosen = options.get("flavor")
+    if chosen is not None and chosen not in _WRITE_FLAVORS:
+        raise NotImplementedOptionError(
+            f"the Keras writers take flavor {' or '.join(map(repr, _WRITE_FLAVORS))}, not {chosen!r}; choose one"
+        )
+    config = weights.config
+    keras2_only = TF_KERAS.hard_sigmoid in (config.gate_activation.name, config.cell_input_activation.name)
+    flavor = _WRITE_FLAVORS[chosen] if chosen is not None else TF_KERAS if keras2_only else KERAS3
+    loader = "tf_keras.models.load_model" if flavor is TF_KERAS else "keras.saving.load_model"
+    notes = [f"written by {flavor.framework}: load it with {loader} (the other Keras does not load it)"]
+    if keras2_only and chosen is None:
+        notes.append(
+            "tf_keras' hard_sigmoid (clip(0.2x + 0.5, 0, 1)) is not Keras 3's (clip(x/6 + 0.5, 0, 1)): written by "
+            "tf_keras to keep the function"
+        )
+    return flavor, notes
 
 
 def _write_dtype(weights: LSTMWeights, options: Mapping[str, Any]) -> str:

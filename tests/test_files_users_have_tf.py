@@ -292,3 +292,47 @@ def test_the_keras_h5_flavor_option_chooses_which_keras_writes(tmp_path: Path) -
         assert _relative(loaded(x).numpy(), expected) < 1e-5
     with pytest.raises(NotImplementedOptionError, match="flavor 'keras3' or 'tf-keras', not 'keras4'"):
         KerasH5Format().write(tmp_path / "x.h5", weights, {"flavor": "keras4"})
+
+
+@pytest.mark.parametrize(
+    ("package", "file_name"), [("keras", "m.keras"), ("tf_keras", "m.h5"), ("tf_keras", "m.keras")]
+)
+def test_a_stacked_bidirectional_model_runs_itself_with_states_and_gradients(
+    tmp_path: Path, package: str, file_name: str
+) -> None:
+    from lstm_conformance.adapters.base import RunInputs, RunOptions
+    from lstm_conformance.adapters.formats import get_format, infer_format
+
+    framework = keras if package == "keras" else tf_keras
+    inputs = framework.Input((STEPS, 3))
+    hidden = framework.layers.Bidirectional(framework.layers.LSTM(4, return_sequences=True))(inputs)
+    model = framework.Model(
+        inputs, framework.layers.Bidirectional(framework.layers.LSTM(4, return_sequences=True))(hidden)
+    )
+    _randomize_keras(model, 15)
+    model.save(tmp_path / file_name)
+    (found,) = get_format(infer_format(tmp_path / file_name)).read(tmp_path / file_name, {}).lstms
+    assert found.weights.config == LSTMConfig(3, 4, num_layers=2, bidirectional=True)
+    assert found.run_source is not None
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(STEPS, BATCH, 3))
+    plain = found.run_source(RunInputs(x=x), RunOptions())
+    own = model(x.swapaxes(0, 1).astype(np.float32)).numpy().swapaxes(0, 1)  # the loaded-from-file model's twin
+    assert _relative(plain.y, own) < 1e-6
+    h0, c0 = rng.normal(size=(4, BATCH, 4)), rng.normal(size=(4, BATCH, 4))
+    ran = found.run_source(RunInputs(x=x, h0=h0, c0=c0, dy=np.ones((STEPS, BATCH, 8))), RunOptions())
+    assert _relative(ran.h_n, lstm_forward(found.weights.astype(np.float64), x, h0, c0).h_n) < 1e-5
+    assert ran.gradients is not None
+    assert ran.gradients.x.shape == x.shape
+
+
+def test_a_damaged_meta_graph_or_state_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    _saver_model(lambda: RNN.LSTMCell(4, dtype=tf.float64), tmp_path, step=3)
+    (tmp_path / "checkpoint").write_text("this is not a checkpoint state {")
+    with pytest.raises(InputFileError, match="not a readable checkpoint state file") as raised:
+        TFCheckpointFormat().read(tmp_path / "checkpoint", {})
+    assert "\n" not in str(raised.value)
+    (tmp_path / "model.ckpt-3.meta").write_bytes(b"\x08\x96\x01garbage")
+    with pytest.raises(InputFileError, match=r"model\.ckpt-3\.meta: not a readable MetaGraphDef") as raised:
+        TFCheckpointFormat().read(tmp_path / "model.ckpt-3", {})
+    assert "\n" not in str(raised.value)

@@ -16,6 +16,13 @@ weights read with h5py. What is read, by file:
   Keras' default activations (tanh, sigmoid) and go_backwards False are assumed, and the notes say so; each
   LSTM is named by its storage key (``lstm_1``: the real layer names are not in the file).
 
+A ``.keras`` or full-model ``.h5`` FoundLSTM has a ``run_source``: the model loaded by Keras itself
+(``load_model(path, safe_mode=True, compile=False)``, tf_keras for a file tf_keras wrote) and its LSTM layers
+run with return_state, initial states and a mask where lengths are given (``_SourceRunner``). Masking upstream of
+an LSTM (a Masking layer, an Embedding with mask_zero) is read from the config and said in the notes, with what
+a torch or ONNX model needs to compute the same (lengths). A weights-only file has no ``run_source``; its
+``assumptions`` name the activations, direction, masking and batch layout assumed.
+
 Which implementation runs a file: ``tf-keras`` when tf_keras (Keras 2.x) wrote it (``keras_version`` 2.x; for a
 ``.weights.h5``, groups without Keras 3's ``name`` attributes), else ``keras``; a ``hard_sigmoid`` in the file is
 that framework's own (``hard_sigmoid_keras2`` or ``hard_sigmoid_keras3``).
@@ -29,7 +36,9 @@ canonical name for are not read: their weights go to ``other_tensors`` and the n
 a file holding only such layers raises InputFileError. Arrays keep the file's dtype.
 
 Writing builds the model of ``adapters.keras_layer.build_keras_model`` (Input [B, T, I] -> LSTM or
-Bidirectional(LSTM) per layer, return_sequences=True -> [B, T, dirs*H]) in Keras 3 and saves it with Keras' own
+Bidirectional(LSTM) per layer, return_sequences=True -> [B, T, dirs*H]) in Keras 3 (option ``flavor``:
+"keras3" or "tf-keras"; by default tf_keras for tf_keras' hard_sigmoid, which Keras 3 lacks under that name;
+each Keras loads only the files it wrote) and saves it with Keras' own
 ``model.save`` (``.keras``, legacy ``.h5``) or ``model.save_weights`` (``.weights.h5``). The model's dtype is the
 ``dtype`` option, else float32 when every canonical array is float32, else float64.
 """

@@ -2,24 +2,35 @@
 
 A checkpoint is a prefix (``model.ckpt``) naming the files ``model.ckpt.index`` and
 ``model.ckpt.data-00000-of-00001`` (more ``data-*-of-N`` shards for a sharded save); ``Saver.save`` and
-``Checkpoint.save`` also keep a ``checkpoint`` state file in the directory, which only
-``tf.train.latest_checkpoint`` needs. ``write`` writes the two prefix files and no state file.
+``Checkpoint.save`` also keep a ``checkpoint`` state file in the directory. Reading accepts the prefix, one of its
+files, a prefix whose Saver added the step (``model.ckpt`` for ``model.ckpt-2.index``: the latest step), the
+directory or its state file (the checkpoint the state file names; ``resolve_prefix``). ``write`` writes the two
+prefix files and no state file.
 
-Reading (``tf.train.load_checkpoint``) finds every LSTM cell by its variable names:
+Reading (``tf.train.load_checkpoint``) finds every LSTM:
 
-- ``tf.compat.v1.train.Saver`` names, from ``dynamic_rnn``/``bidirectional_dynamic_rnn`` in any scope:
-  ``SCOPE/lstm_cell/kernel`` (``basic_lstm_cell`` for BasicLSTMCell), stacked
+- in ``tf.compat.v1.train.Saver`` checkpoints by the variable names ``dynamic_rnn``/``bidirectional_dynamic_rnn``
+  give in any scope: ``SCOPE/lstm_cell/kernel`` (``basic_lstm_cell`` for BasicLSTMCell), stacked
   ``SCOPE/multi_rnn_cell/cell_K/lstm_cell/...``, bidirectional ``SCOPE/fw/lstm_cell/...`` and ``SCOPE/bw/...``,
   a stack of bidirectional layers ``SCOPE/cell_K/bidirectional_rnn/fw/lstm_cell/...`` (tf.contrib's
   ``stack_bidirectional_dynamic_rnn``);
-- ``tf.train.Checkpoint`` (object-based) names of a legacy cell, of a ``MultiRNNCell`` and of a tf_keras
-  ``RNN(cell)`` layer: ``PATH/kernel/.ATTRIBUTES/VARIABLE_VALUE``, ``PATH/projection.Skernel/...``,
-  ``PATH/cell-K/kernel/...``. These record no cell class, so a cell is recognized by its variables (``kernel``
-  [I+Hout, 4H] and ``bias`` [4H], no ``recurrent_kernel``), which the notes say.
+- in object-based checkpoints (``tf.train.Checkpoint``, tf_keras' ``save_weights`` in TF format) through the
+  checkpoint's own object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``): a node whose ``kernel`` child is a variable
+  named ``.../lstm_cell/kernel`` (``basic_lstm_cell``) is a legacy cell, with ``bias`` beside it (placed by its
+  object path: ``PATH``, ``PATH/cell-K`` for a MultiRNNCell), or with ``recurrent_kernel`` beside it a Keras
+  LSTM layer's cell (tf_keras or Keras 3; ``forward_layer``/``backward_layer`` of a Bidirectional), read in
+  Keras' layout, one FoundLSTM per Keras layer, named by the layer's name. Nothing is recognized by its shapes:
+  a Dense layer's kernel and bias are shaped like a cell's often enough, and a checkpoint holding no cell so
+  named is refused, naming the kernels it holds.
 
-Checkpoints store neither ``forget_bias`` nor LSTMCell's ``cell_clip``, ``proj_clip`` and ``activation``:
-reading assumes forget_bias=1.0 (TF's default; options["forget_bias"] overrides), no clipping
-(options["cell_clip"], options["proj_clip"]) and tanh, and says so in each FoundLSTM's notes.
+Checkpoints store neither ``forget_bias`` nor LSTMCell's ``cell_clip``, ``proj_clip`` and ``activation``. Beside
+a Saver checkpoint, the ``.meta`` graph (MetaGraphDef) that ``Saver.save`` writes shows them: each cell's ops are
+found by the MatMul reading its kernel (in the graph, or in a while loop's body function), then the scalar
+Const added to the forget gate's split output, the op applied to j, and the clip_by_value Minimum ops, read
+from the protobuf without running anything (``read_meta_graph``). Without a graph, forget_bias=1.0 (TF's
+default), no clipping and tanh are assumed and said in ``FoundLSTM.assumptions``; options forget_bias,
+cell_clip and proj_clip override either. ``run_source`` is not set: the graph is read, not run, so a proof from
+a checkpoint runs the project's reading of it. Keras layers in checkpoints assume Keras' default activations.
 
 Writing names the variables as ``dynamic_rnn`` names an ``LSTMCell`` under its default scope
 (``adapters.tf_cell.native_prefix``); options["scope"] picks another scope, options["cell"] = "basic"
@@ -678,9 +689,14 @@ def _latest(directory: Path) -> tuple[Path, list[str]]:
         tf = import_tensorflow()
         try:
             named = tf.train.get_checkpoint_state(str(directory))
-        except Exception as error:  # a damaged state file raises text_format's ParseError
+        except Exception as error:  # TF logs a damaged state file's ParseError and returns None; or raises
             raise InputFileError(f"{state}: not a readable checkpoint state file ({error_summary(error)})") from None
-        latest = named.model_checkpoint_path if named is not None else ""
+        if named is None:
+            raise InputFileError(
+                f"{state}: not a readable checkpoint state file (TF could not parse it); pass the checkpoint prefix "
+                "itself, as DIR/model.ckpt for DIR/model.ckpt.index"
+            )
+        latest = named.model_checkpoint_path
         prefix = Path(latest) if Path(latest).is_absolute() else directory / latest
         if latest and Path(f"{prefix}.index").is_file():
             return prefix, [f"read {prefix.name}, the latest checkpoint that {state} names"]

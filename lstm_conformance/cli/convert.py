@@ -232,6 +232,8 @@ def _report(
     print(f"  features: {', '.join(features) if features else 'none beyond a plain LSTM'}")
     for note in dict.fromkeys([*found.notes, *notes]):
         print(f"  note: {note}")
+    for assumption in found.assumptions:  # stopgap until the proof says them on stderr (issue 10, CLI side)
+        print(f"  assumption: {assumption}")
     if verification is None:
         print("  not verified (--no-verify)")
     else:

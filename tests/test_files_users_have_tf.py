@@ -336,3 +336,28 @@ def test_a_damaged_meta_graph_or_state_file_is_refused_in_one_line(tmp_path: Pat
     with pytest.raises(InputFileError, match=r"model\.ckpt-3\.meta: not a readable MetaGraphDef") as raised:
         TFCheckpointFormat().read(tmp_path / "model.ckpt-3", {})
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("flavor", ["keras3", "tf-keras"])
+def test_masking_is_carried_into_a_written_keras_model(tmp_path: Path, flavor: str) -> None:
+    from lstm_conformance.adapters.formats.keras_file import KerasFormat
+    from lstm_conformance.reference.layout import random_weights
+
+    source = tmp_path / "masked.keras"
+    _masked_keras3_model().save(source)
+    (found,) = KerasFormat().read(source, {}).lstms
+    assert found.mask_value == 0.0
+    written = tmp_path / "written.keras"
+    weights = random_weights(LSTMConfig(3, 4), np.random.default_rng(17)).astype(np.float32)
+    KerasFormat().write(written, weights, {"mask_value": found.mask_value, "flavor": flavor})
+    loader = keras.saving.load_model if flavor == "keras3" else tf_keras.models.load_model
+    model = loader(written, compile=False)
+    x = np.random.default_rng(18).normal(size=(BATCH, STEPS, 3)).astype(np.float32)
+    lengths = np.array([STEPS, 3], dtype=np.int64)
+    x[1, 3:] = 0.0
+    got = model(x).numpy()
+    expected = lstm_forward(weights.astype(np.float64), x.swapaxes(0, 1).astype(np.float64), seq_lens=lengths).y
+    for sample, length in enumerate(lengths):
+        assert _relative(got[sample, :length], expected[:length, sample]) < 1e-5
+    (read_back,) = KerasFormat().read(written, {}).lstms
+    assert read_back.mask_value == 0.0

@@ -64,6 +64,8 @@ class FoundLSTM:
     stands in the file, the Keras model Keras loads, the TF1 graph restored from its .meta), not this project's
     reading of it; None when the file holds weights only. Inputs and results follow ``Implementation.run``.
     ``batch_first``: the layout the file's own model takes its input in, None when the file does not say.
+    ``mask_value``: the value a Keras ``Masking`` layer before this LSTM skips steps by (None: none in the file);
+    the Keras writers' ``mask_value`` option writes the same layer, other targets need per-sample lengths.
     """
 
     name: str
@@ -74,6 +76,7 @@ class FoundLSTM:
     batch_first: bool | None = False
     assumptions: list[str] = field(default_factory=list)
     run_source: SourceRunner | None = None
+    mask_value: float | None = None
 
 
 @dataclass

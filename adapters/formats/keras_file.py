@@ -402,8 +402,9 @@ def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str], sour
     mask = _mask_source(source.layers, first)
     if mask:
         own_notes.append(
-            f"the Keras model masks this LSTM's input ({mask}): masked steps are skipped. Carry it as lengths: a "
-            "torch model needs pack_padded_sequence with them, an ONNX model its sequence_lens input"
+            f"the Keras model masks this LSTM's input ({mask[0]}): masked steps are skipped. Carry it as lengths: "
+            "a torch model needs pack_padded_sequence with them, an ONNX model its sequence_lens input"
+            + (", a Keras model the mask_value option" if mask[1] is not None else "")
         )
     return FoundLSTM(
         name=first.name,
@@ -412,6 +413,7 @@ def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str], sour
         notes=own_notes,
         batch_first=not bool(arguments[0].get("time_major", False)),
         run_source=_SourceRunner(source, [layer.name for layer in chain], config),
+        mask_value=mask[1] if mask else None,
     )
 
 
@@ -463,9 +465,10 @@ class _Source:
     layers: list[_Layer]
 
 
-def _mask_source(layers: list[_Layer], lstm: _Layer) -> str | None:
-    """What masks the LSTM's input in the model (a Masking layer, an Embedding with mask_zero upstream of it),
-    None when nothing does. Keras passes a mask down through the layers between them."""
+def _mask_source(layers: list[_Layer], lstm: _Layer) -> tuple[str, float | None] | None:
+    """What masks the LSTM's input in the model (a Masking layer, an Embedding with mask_zero upstream of it)
+    and the Masking layer's mask_value (None for an Embedding's), None when nothing does. Keras passes a mask
+    down through the layers between them."""
     by_name = {layer.name: layer for layer in layers}
     queue, seen = list(lstm.inbound), set()
     while queue:
@@ -476,9 +479,10 @@ def _mask_source(layers: list[_Layer], lstm: _Layer) -> str | None:
         seen.add(name)
         config = layer.config or {}
         if layer.class_name == "Masking":
-            return f"Masking(mask_value={config.get('mask_value', 0.0)}) layer {name!r}"
+            value = float(config.get("mask_value", 0.0))
+            return f"Masking(mask_value={value}) layer {name!r}", value
         if layer.class_name == "Embedding" and config.get("mask_zero"):
-            return f"Embedding layer {name!r} with mask_zero=True"
+            return f"Embedding layer {name!r} with mask_zero=True", None
         queue.extend(layer.inbound)
     return None
 
@@ -617,7 +621,7 @@ class KerasFormat(FileFormat):
         refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
         flavor, notes = _write_flavor(weights, options)
-        model = build_keras_model(weights, flavor, dtype)
+        model = _model_to_write(weights, flavor, dtype, options.get("mask_value"), notes)
         _save_renamed(path, "model.keras", model.save)
         return [
             f"written with {flavor.framework} as a {dtype} model: input [batch, time, {weights.config.input_size}]",
@@ -668,7 +672,7 @@ class KerasH5Format(FileFormat):
         refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
         flavor, notes = _write_flavor(weights, options)
-        model = build_keras_model(weights, flavor, dtype)
+        model = _model_to_write(weights, flavor, dtype, options.get("mask_value"), notes)
         if path.name.lower().endswith(".weights.h5"):
             _save_renamed(path, "model.weights.h5", model.save_weights)
             return [
@@ -696,8 +700,26 @@ def _unavailable_reason() -> str | None:
     )
 
 
-#: Options the Keras writers take: ``dtype``, and ``flavor`` ("keras3" or "tf-keras"), which Keras writes the file.
-WRITE_OPTIONS = ("dtype", "flavor")
+#: Options the Keras writers take: ``dtype``; ``flavor`` ("keras3" or "tf-keras"), which Keras writes the file;
+#: ``mask_value``, a Masking layer before the LSTM (a masked source's ``FoundLSTM.mask_value``).
+WRITE_OPTIONS = ("dtype", "flavor", "mask_value")
+
+
+def _model_to_write(weights: LSTMWeights, flavor: KerasFlavor, dtype: str, mask_value: Any, notes: list[str]) -> Any:
+    """``build_keras_model``'s model, with ``Masking(mask_value)`` between its input and the LSTM when given:
+    the same layers, called on the masked input in a new functional model."""
+    model = build_keras_model(weights, flavor, dtype)
+    if mask_value is None:
+        return model
+    keras = flavor.import_keras()
+    inputs = keras.Input(shape=(None, weights.config.input_size), dtype=dtype, name="input")
+    outputs = keras.layers.Masking(mask_value=float(mask_value), dtype=dtype, name="masking")(inputs)
+    for layer in model.layers[1:]:  # every layer after the InputLayer, already holding its weights
+        outputs = layer(outputs)
+    notes.append(f"a Masking(mask_value={float(mask_value)}) layer before the LSTM, as in the source model")
+    return keras.Model(inputs, outputs)
+
+
 _WRITE_FLAVORS = {"keras3": KERAS3, "tf-keras": TF_KERAS}
 
 

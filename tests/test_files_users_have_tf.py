@@ -65,7 +65,7 @@ def test_tf_keras_save_weights_reads_the_lstm_not_the_dense(tmp_path: Path) -> N
 
     contents = TFCheckpointFormat().read(tmp_path / "weights", {})
     (found,) = contents.lstms
-    assert found.name == "lstm"
+    assert found.name == model.layers[0].name  # "lstm", numbered when the session made others before
     assert found.implementation == "tf-keras"
     assert found.weights.config == LSTMConfig(19, 20)
     assert any("activations not stored" in text for text in found.assumptions)
@@ -361,3 +361,21 @@ def test_masking_is_carried_into_a_written_keras_model(tmp_path: Path, flavor: s
         assert _relative(got[sample, :length], expected[:length, sample]) < 1e-5
     (read_back,) = KerasFormat().read(written, {}).lstms
     assert read_back.mask_value == 0.0
+
+
+def test_a_keras_lstm_layer_in_a_saver_checkpoint_is_read_in_keras_layout(tmp_path: Path) -> None:
+    """A tf_keras LSTM layer built in a TF1 graph: its kernel is [I, 4H] beside a recurrent_kernel, never a TF1
+    cell's [I + H, 4H] kernel."""
+    x_value = np.random.default_rng(19).normal(size=(BATCH, STEPS, 9)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [BATCH, STEPS, 9])
+        y = tf_keras.layers.LSTM(4, return_sequences=True)(x)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+            expected = session.run(y, {x: x_value})
+    (found,) = TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms
+    assert found.weights.config == LSTMConfig(9, 4)
+    assert found.implementation == "tf-keras"
+    assert _relative(_reference(found.weights, x_value)[0], expected) < 1e-5

@@ -115,22 +115,34 @@ class _Group:
     cells: list[_Cell] = field(default_factory=list)
 
 
-def _find_saver_cells(names: Mapping[str, str]) -> list[_Cell]:
+def _find_saver_cells(names: Mapping[str, str]) -> tuple[list[_Cell], list[_KerasCell]]:
     """Every cell of a name-based (``Saver``) checkpoint: ``.../lstm_cell/kernel`` or ``.../basic_lstm_cell/kernel``
-    with a ``bias`` beside it."""
-    cells = []
+    with a ``bias`` beside it; with a ``recurrent_kernel`` beside it instead a Keras LSTM layer's cell (a Keras
+    layer in a TF1 graph: ``lstm/lstm_cell/...``, ``bidirectional/forward_lstm/lstm_cell/...``)."""
+    cells: list[_Cell] = []
+    keras: list[_KerasCell] = []
     for name in names:
         if not (name == "kernel" or name.endswith("/kernel")) or name.endswith(PROJECTION_VARIABLE):
             continue
         path = name[: -len("kernel")].rstrip("/")
         leaf = path.rsplit("/", 1)[-1]
-        if leaf not in _SCOPE_KIND:
+        if not _CELL_SCOPE.match(leaf):
             continue
         prefix = f"{path}/" if path else ""
+        if prefix + "recurrent_kernel" in names:
+            wanted = {
+                var: names[prefix + var] for var in ("kernel", "recurrent_kernel", "bias") if prefix + var in names
+            }
+            layer, _, side = path.rpartition("/")[0].rpartition("/")
+            if side.startswith(("forward_", "backward_")) and layer:
+                keras.append(_KerasCell(path, layer, int(side.startswith("backward_")), wanted, name))
+            else:
+                keras.append(_KerasCell(path, path.rpartition("/")[0], 0, wanted, name))
+            continue
         keys = {var: names[prefix + var] for var in CELL_VARIABLES if prefix + var in names}
-        if "bias" in keys:
+        if "bias" in keys and leaf in _SCOPE_KIND:
             cells.append(_Cell(path=path, keys=keys, kind=_SCOPE_KIND[leaf]))
-    return cells
+    return cells, keras
 
 
 @dataclass
@@ -283,7 +295,7 @@ class TFCheckpointFormat(FileFormat):
             cells, keras_cells, seen = _find_object_cells(_object_graph(reader))
             graph = None
         else:
-            cells, keras_cells, seen = _find_saver_cells({key: key for key in shapes}), [], []
+            (cells, keras_cells), seen = _find_saver_cells({key: key for key in shapes}), []
             graph = read_meta_graph(prefix)
         if not cells and not keras_cells:
             kernels = f"; kernels found: {', '.join(seen[:6])}" if seen else ""

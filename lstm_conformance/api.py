@@ -466,6 +466,10 @@ def model_exists(path: Path, format_name: str) -> bool:
 
 def read_contents(path: Path, format_name: str, options: Mapping[str, Any]) -> ModelContents:
     """Every LSTM the file holds, and its other tensors."""
+    if format_name == TF_CHECKPOINT:
+        # A directory, its `checkpoint` state file, a step-less prefix: the reader resolves them (and refuses
+        # what it cannot resolve, naming it).
+        return load_format(format_name).read(path, options)
     if not model_exists(path, format_name):
         what = "checkpoint prefix (no .index file beside it)" if format_name == TF_CHECKPOINT else "file"
         raise InputFileError(f"{path}: no such {what}; check the path")

@@ -168,24 +168,27 @@ def test_reads_saver_checkpoints_as_tf_computes_them(case: str, tmp_path: Path) 
     x = np.random.default_rng(4).normal(size=(STEPS, BATCH, INPUT))
     prefix = tmp_path / "train.ckpt"
     expected = _saver_checkpoint(config, cell, forget_bias, prefix, x)
-    options = {"forget_bias": forget_bias} if forget_bias != 1.0 else {}
-    contents = TFCheckpointFormat().read(prefix, options)
+    contents = TFCheckpointFormat().read(prefix, {})  # forget_bias and clips read from the .meta graph
     [found] = contents.lstms
     assert found.name == scope
     assert found.weights.config == config
     assert found.implementation == "tf-cell"
     assert found.implementation_options == {"forget_bias": forget_bias, "cell": cell}
-    assert f"assumed forget_bias={forget_bias}" in found.notes[0]
+    assert any("train.ckpt.meta" in note and f"forget_bias={forget_bias}" in note for note in found.notes)
+    assert found.assumptions == []
     assert "global_step" in contents.other_tensors
     assert _relative(_reference_y(found.weights, x), expected) < 1e-10
 
 
 def test_wrong_forget_bias_changes_the_function(tmp_path: Path) -> None:
-    """The assumed forget_bias matters: read with the wrong one, the function differs (the note is not idle)."""
+    """The assumed forget_bias matters: without the .meta graph, read with the wrong one, the function differs
+    (the assumption is not idle)."""
     config, cell, forget_bias, _ = SAVER_CASES["basic-bidirectional-fb0.5"]
     x = np.random.default_rng(4).normal(size=(STEPS, BATCH, INPUT))
     expected = _saver_checkpoint(config, cell, forget_bias, tmp_path / "m.ckpt", x)
+    (tmp_path / "m.ckpt.meta").unlink()
     [found] = TFCheckpointFormat().read(tmp_path / "m.ckpt", {}).lstms
+    assert any(text.startswith("assumed forget_bias=1.0") for text in found.assumptions)
     assert _relative(_reference_y(found.weights, x), expected) > 1e-3
 
 

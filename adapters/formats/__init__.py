@@ -8,6 +8,7 @@ framework's own loading code reads it without this project.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import struct
 import zipfile
@@ -63,6 +64,8 @@ class FoundLSTM:
     stands in the file, the Keras model Keras loads, the TF1 graph restored from its .meta), not this project's
     reading of it; None when the file holds weights only. Inputs and results follow ``Implementation.run``.
     ``batch_first``: the layout the file's own model takes its input in, None when the file does not say.
+    ``mask_value``: the value a Keras ``Masking`` layer before this LSTM skips steps by (None: none in the file);
+    the Keras writers' ``mask_value`` option writes the same layer, other targets need per-sample lengths.
     """
 
     name: str
@@ -73,6 +76,7 @@ class FoundLSTM:
     batch_first: bool | None = False
     assumptions: list[str] = field(default_factory=list)
     run_source: SourceRunner | None = None
+    mask_value: float | None = None
 
 
 @dataclass
@@ -121,11 +125,21 @@ def infer_format(path: Path) -> str:
     for suffix, name in SUFFIXES.items():
         if text.endswith(suffix):
             return name
-    if Path(f"{path}.index").exists():
+    if Path(f"{path}.index").exists() or _is_checkpoint_place(path):
         return "tf-checkpoint"
     raise InputFileError(
         f"cannot tell the format of {path} from its name; pass --from/--to with one of: {', '.join(FORMATS)}"
     )
+
+
+def _is_checkpoint_place(path: Path) -> bool:
+    """A TF checkpoint directory or state file, or a Saver prefix given without its step (``model.ckpt`` for
+    ``model.ckpt-2.index``): the tf-checkpoint reader resolves each to a prefix."""
+    if path.name == "checkpoint" and path.is_file():
+        return True
+    if path.is_dir():
+        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    return path.parent.is_dir() and any(path.parent.glob(f"{glob.escape(path.name)}-*.index"))
 
 
 # ----------------------------------------------------------------------------------------------------------

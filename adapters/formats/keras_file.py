@@ -16,6 +16,13 @@ weights read with h5py. What is read, by file:
   Keras' default activations (tanh, sigmoid) and go_backwards False are assumed, and the notes say so; each
   LSTM is named by its storage key (``lstm_1``: the real layer names are not in the file).
 
+A ``.keras`` or full-model ``.h5`` FoundLSTM has a ``run_source``: the model loaded by Keras itself
+(``load_model(path, safe_mode=True, compile=False)``, tf_keras for a file tf_keras wrote) and its LSTM layers
+run with return_state, initial states and a mask where lengths are given (``_SourceRunner``). Masking upstream of
+an LSTM (a Masking layer, an Embedding with mask_zero) is read from the config and said in the notes, with what
+a torch or ONNX model needs to compute the same (lengths). A weights-only file has no ``run_source``; its
+``assumptions`` name the activations, direction, masking and batch layout assumed.
+
 Which implementation runs a file: ``tf-keras`` when tf_keras (Keras 2.x) wrote it (``keras_version`` 2.x; for a
 ``.weights.h5``, groups without Keras 3's ``name`` attributes), else ``keras``; a ``hard_sigmoid`` in the file is
 that framework's own (``hard_sigmoid_keras2`` or ``hard_sigmoid_keras3``).
@@ -29,7 +36,9 @@ canonical name for are not read: their weights go to ``other_tensors`` and the n
 a file holding only such layers raises InputFileError. Arrays keep the file's dtype.
 
 Writing builds the model of ``adapters.keras_layer.build_keras_model`` (Input [B, T, I] -> LSTM or
-Bidirectional(LSTM) per layer, return_sequences=True -> [B, T, dirs*H]) in Keras 3 and saves it with Keras' own
+Bidirectional(LSTM) per layer, return_sequences=True -> [B, T, dirs*H]) in Keras 3 (option ``flavor``:
+"keras3" or "tf-keras"; by default tf_keras for tf_keras' hard_sigmoid, which Keras 3 lacks under that name;
+each Keras loads only the files it wrote) and saves it with Keras' own
 ``model.save`` (``.keras``, legacy ``.h5``) or ``model.save_weights`` (``.weights.h5``). The model's dtype is the
 ``dtype`` option, else float32 when every canonical array is float32, else float64.
 """
@@ -41,6 +50,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -51,7 +61,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
+from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    format_hint,
+    refuse_options,
+)
 from lstm_conformance.adapters.keras_layer import (
     KERAS3,
     TF_KERAS,
@@ -60,8 +78,13 @@ from lstm_conformance.adapters.keras_layer import (
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
-from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
-from lstm_conformance.reference.layout import LSTMWeights
+from lstm_conformance.reference.errors import (
+    InputFileError,
+    LayoutError,
+    NotImplementedOptionError,
+    UnsupportedFeatureError,
+)
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
 #: Keras class names of a model that holds layers of its own.
 _MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -340,7 +363,7 @@ def _continues(previous: _Layer, layer: _Layer, consumers: Mapping[str, int]) ->
     )
 
 
-def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str]) -> FoundLSTM:
+def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str], source: _Source | None) -> FoundLSTM:
     first = chain[0]
     arguments = [layer.lstm_config() for layer in chain]
     input_size = int(first.arrays[0].shape[0])
@@ -361,16 +384,42 @@ def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str]) -> F
             own_notes.append(f"{layer.name} computes in reduced precision in the file's model (policy {policy})")
         if argument.get("dropout") or argument.get("recurrent_dropout"):
             own_notes.append(f"{layer.name} has dropout, which acts in training only and is not part of the function")
+    if source is None:  # a weights-only file: what the config would have said is assumed
+        assumed = f"{_DEFAULT_ASSUMED}"
+        return FoundLSTM(
+            name=first.name,
+            weights=weights,
+            implementation=flavor.implementation,
+            notes=own_notes,
+            batch_first=None,
+            assumptions=[
+                f"activations not stored (weights only, no config): {assumed} assumed; a model built with "
+                f"another activation ({flavor.framework}'s hard_sigmoid, relu, ...) computes another function",
+                "go_backwards and masking not stored: a forward LSTM reading every step assumed",
+                "batch layout not stored (Keras' LSTM takes batch-major [B, T, I] unless built time_major)",
+            ],
+        )
+    mask = _mask_source(source.layers, first)
+    if mask:
+        own_notes.append(
+            f"the Keras model masks this LSTM's input ({mask[0]}): masked steps are skipped. Carry it as lengths: "
+            "a torch model needs pack_padded_sequence with them, an ONNX model its sequence_lens input"
+            + (", a Keras model the mask_value option" if mask[1] is not None else "")
+        )
     return FoundLSTM(
         name=first.name,
         weights=weights,
         implementation=flavor.implementation,
         notes=own_notes,
         batch_first=not bool(arguments[0].get("time_major", False)),
+        run_source=_SourceRunner(source, [layer.name for layer in chain], config),
+        mask_value=mask[1] if mask else None,
     )
 
 
-def _contents(path: Path, layers: list[_Layer], flavor: KerasFlavor, notes: list[str]) -> ModelContents:
+def _contents(
+    path: Path, layers: list[_Layer], flavor: KerasFlavor, notes: list[str], source: _Source | None = None
+) -> ModelContents:
     """FoundLSTMs for every readable LSTM chain; the other layers' weights as other_tensors."""
     lstms: list[FoundLSTM] = []
     refused: list[str] = []
@@ -379,7 +428,7 @@ def _contents(path: Path, layers: list[_Layer], flavor: KerasFlavor, notes: list
         reason = next((r for r in (_refusal(layer) for layer in chain) if r), None)
         if reason is None:
             try:
-                lstms.append(_found_lstm(chain, flavor, notes))
+                lstms.append(_found_lstm(chain, flavor, notes, source))
             except (UnsupportedFeatureError, LayoutError) as error:
                 reason = f"LSTM layer {chain[0].name!r}: {error}"
         if reason is None:
@@ -399,6 +448,150 @@ def _contents(path: Path, layers: list[_Layer], flavor: KerasFlavor, notes: list
 def _flavor_from_version(version: Any) -> KerasFlavor:
     """tf_keras writes keras_version 2.x; Keras 3 writes 3.x."""
     return TF_KERAS if _text(version).startswith("2.") else KERAS3
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running the file's own model (FoundLSTM.run_source): Keras loads the file, its LSTM layers run
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """A full-model file that Keras itself can load: its path, kind ("keras" or "h5"), writer, layers as read."""
+
+    path: Path
+    kind: str
+    flavor: KerasFlavor
+    layers: list[_Layer]
+
+
+def _mask_source(layers: list[_Layer], lstm: _Layer) -> tuple[str, float | None] | None:
+    """What masks the LSTM's input in the model (a Masking layer, an Embedding with mask_zero upstream of it)
+    and the Masking layer's mask_value (None for an Embedding's), None when nothing does. Keras passes a mask
+    down through the layers between them."""
+    by_name = {layer.name: layer for layer in layers}
+    queue, seen = list(lstm.inbound), set()
+    while queue:
+        name = queue.pop()
+        layer = by_name.get(name)
+        if name in seen or layer is None:
+            continue
+        seen.add(name)
+        config = layer.config or {}
+        if layer.class_name == "Masking":
+            value = float(config.get("mask_value", 0.0))
+            return f"Masking(mask_value={value}) layer {name!r}", value
+        if layer.class_name == "Embedding" and config.get("mask_zero"):
+            return f"Embedding layer {name!r} with mask_zero=True", None
+        queue.extend(layer.inbound)
+    return None
+
+
+class _SourceRunner:
+    """Runs a chain of the file's LSTM layers as Keras loads the file: the model loaded by Keras itself
+    (``load_model(path, safe_mode=True, compile=False)``, tf_keras for a file tf_keras wrote), each layer of the
+    chain rebuilt from its own loaded config with return_sequences and return_state on (they change what the
+    layer returns, not what it computes) and given the loaded layer's own weights, then run with the initial
+    states, and a mask exactly when lengths are given (``adapters.keras_layer``'s conventions). It computes in
+    the loaded layer's own compute dtype, whatever ``options.dtype`` asks: that is the file's function."""
+
+    def __init__(self, source: _Source, names: list[str], config: LSTMConfig) -> None:
+        self.source, self.names, self.config = source, names, config
+        self._layers: list[Any] | None = None
+
+    def __call__(self, inputs: RunInputs, options: RunOptions) -> RunResult:
+        import tensorflow as tf
+
+        from lstm_conformance.adapters.keras_layer import _f64, _forward, _gradients
+
+        if options.device != "cpu":
+            raise UnsupportedFeatureError(self.source.flavor.framework, f"device {options.device}", "run it on the CPU")
+        with tf.device("/CPU:0"):
+            layers = self._load(tf)
+            dtype = str(getattr(layers[0], "compute_dtype", None) or layers[0].dtype)
+            prepared: Any = inputs.prepare(self.config)
+            x = tf.constant(prepared.x.swapaxes(0, 1), dtype=dtype)  # Keras runs batch-major [B, T, I]
+            h0, c0 = tf.constant(prepared.h0, dtype=dtype), tf.constant(prepared.c0, dtype=dtype)
+            mask = None if inputs.seq_lens is None else tf.sequence_mask(prepared.seq_lens, prepared.steps)
+            with tf.GradientTape() as tape:
+                tape.watch([x, h0, c0])
+                y, h_n, c_n = _forward(tf, layers, self.config, x, h0, c0, mask)
+                loss = None
+                if prepared.wants_gradients:
+                    loss = (
+                        tf.reduce_sum(y * tf.constant(prepared.dy.swapaxes(0, 1), dtype=dtype))
+                        + tf.reduce_sum(h_n * tf.constant(prepared.dh_n, dtype=dtype))
+                        + tf.reduce_sum(c_n * tf.constant(prepared.dc_n, dtype=dtype))
+                    )
+            gradients = None
+            if loss is not None:
+                variables = [variable for layer in layers for variable in layer.trainable_weights]
+                found = tape.gradient(loss, [x, h0, c0, *variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                gradients = _gradients(self.config, found, variables, inputs.batch_first)
+        y_np = _f64(y)
+        y_out = y_np if inputs.batch_first else y_np.swapaxes(0, 1)
+        return RunResult(
+            y=np.ascontiguousarray(y_out), h_n=_f64(h_n), c_n=_f64(c_n), math_mode=dtype, gradients=gradients
+        )
+
+    def _load(self, tf: Any) -> list[Any]:
+        if self._layers is not None:
+            return self._layers
+        keras = self.source.flavor.import_keras()
+        model = _load_model(keras, self.source)
+        rebuilt = []
+        for k, name in enumerate(self.names):
+            loaded = _find_layer(model, name)
+            if loaded is None:
+                raise InputFileError(f"{self.source.path}: Keras loaded the model, but it has no layer {name!r}")
+            clone = type(loaded).from_config(_returning_everything(loaded.get_config()))
+            dtype = str(getattr(loaded, "compute_dtype", None) or loaded.dtype)
+            clone(tf.zeros((1, 1, self.config.layer_input_size(k)), dtype=dtype))
+            clone.set_weights(loaded.get_weights())
+            rebuilt.append(clone)
+        self._layers = rebuilt
+        return rebuilt
+
+
+def _returning_everything(config: dict[str, Any]) -> dict[str, Any]:
+    """A layer config (LSTM, or Bidirectional with its inner layers) returning sequences and states."""
+    config = json.loads(json.dumps(config))  # a deep copy of plain data
+    for inner in (config.get("layer"), config.get("backward_layer")):
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            inner["config"].update(return_sequences=True, return_state=True)
+    if "layer" not in config:
+        config.update(return_sequences=True, return_state=True)
+    return config
+
+
+def _find_layer(model: Any, name: str) -> Any:
+    """The layer called ``name`` in ``model`` or in a model nested in it."""
+    for layer in getattr(model, "layers", []):
+        if layer.name == name:
+            return layer
+        inner = _find_layer(layer, name) if hasattr(layer, "layers") else None
+        if inner is not None:
+            return inner
+    return None
+
+
+def _load_model(keras: Any, source: _Source) -> Any:
+    """The file loaded by Keras itself, in safe mode (no code from the file runs), uncompiled. Keras picks the
+    loader by suffix: a file with another name is loaded from a copy named as Keras needs."""
+    suffix = ".keras" if source.kind == "keras" else ".h5"
+    load = keras.saving.load_model if hasattr(keras, "saving") else keras.models.load_model
+    with tempfile.TemporaryDirectory(prefix="lstm-conformance-") as folder:
+        path = source.path
+        if not path.name.lower().endswith(suffix):
+            path = Path(folder) / f"model{suffix}"
+            shutil.copyfile(source.path, path)
+        try:
+            return load(str(path), compile=False, safe_mode=True)
+        except Exception as error:  # Keras raises many types for a model it cannot rebuild (custom layers, ...)
+            raise InputFileError(
+                f"{source.path}: {source.flavor.framework} cannot load this model itself to run it "
+                f"({error_summary(error)}); register its custom objects, or convert with --no-verify"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -422,14 +615,18 @@ class KerasFormat(FileFormat):
         flavor = _flavor_from_version(metadata.get("keras_version", "3"))
         with _open_h5(path, io.BytesIO(weights_bytes), "its model.weights.h5") as weights:
             layers = _layers_from_model_config(config, weights, legacy=False)
-        return _contents(path, layers, flavor, [])
+        return _contents(path, layers, flavor, [], _Source(path, "keras", flavor, layers))
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        refuse_options(options, ("dtype",), f"the {self.name} format")
+        refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
-        model = build_keras_model(weights, KERAS3, dtype)
+        flavor, notes = _write_flavor(weights, options)
+        model = _model_to_write(weights, flavor, dtype, options.get("mask_value"), notes)
         _save_renamed(path, "model.keras", model.save)
-        return [f"written with Keras 3 as a {dtype} model: input [batch, time, {weights.config.input_size}]"]
+        return [
+            f"written with {flavor.framework} as a {dtype} model: input [batch, time, {weights.config.input_size}]",
+            *notes,
+        ]
 
 
 class KerasH5Format(FileFormat):
@@ -451,7 +648,8 @@ class KerasH5Format(FileFormat):
                 if group is None:
                     raise InputFileError(f"{path}: a Keras HDF5 model without weights (no model_weights group)")
                 flavor = _flavor_from_version(root.attrs.get("keras_version", group.attrs.get("keras_version", "3")))
-                return _contents(path, _layers_from_model_config(model, group, legacy=True), flavor, [])
+                layers = _layers_from_model_config(model, group, legacy=True)
+                return _contents(path, layers, flavor, [], _Source(path, "keras", flavor, layers))
             if "layer_names" in root.attrs:
                 flavor = _flavor_from_version(root.attrs.get("keras_version", "2"))
                 layers = _layers_from_legacy_weights_only(root)
@@ -465,21 +663,25 @@ class KerasH5Format(FileFormat):
                 )
             writer = "Keras 3" if flavor is KERAS3 else "tf_keras"
             notes = [
-                f"weights only, no config: sizes from the shapes, {_DEFAULT_ASSUMED}, no go_backwards and "
-                f"separate layers assumed, named by the file's keys; written by {writer} (guessed from the "
-                "file's layout)"
+                f"weights only, no config: sizes from the shapes, separate layers assumed, named by the file's "
+                f"keys; written by {writer} (guessed from the file's layout)"
             ]
             return _contents(path, layers, flavor, notes)
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
-        refuse_options(options, ("dtype",), f"the {self.name} format")
+        refuse_options(options, WRITE_OPTIONS, f"the {self.name} format")
         dtype = _write_dtype(weights, options)
-        model = build_keras_model(weights, KERAS3, dtype)
+        flavor, notes = _write_flavor(weights, options)
+        model = _model_to_write(weights, flavor, dtype, options.get("mask_value"), notes)
         if path.name.lower().endswith(".weights.h5"):
             _save_renamed(path, "model.weights.h5", model.save_weights)
-            return [f"weights only, written with Keras 3 ({dtype}); build the same layers to load them"]
+            return [
+                f"weights only, written with {flavor.framework} ({dtype}); build the same layers to load them",
+                *notes,
+            ]
         _save_renamed(path, "model.h5", model.save)
-        return [f"legacy HDF5 model written with Keras 3 ({dtype}): input [batch, time, {weights.config.input_size}]"]
+        size = weights.config.input_size
+        return [f"legacy HDF5 model written with {flavor.framework} ({dtype}): input [batch, time, {size}]", *notes]
 
 
 def _groups(root: Any) -> Iterator[Any]:
@@ -496,6 +698,51 @@ def _unavailable_reason() -> str | None:
         if importlib.util.find_spec("h5py")
         else "h5py is not installed (pip install 'lstm-conformance[tensorflow]')"
     )
+
+
+#: Options the Keras writers take: ``dtype``; ``flavor`` ("keras3" or "tf-keras"), which Keras writes the file;
+#: ``mask_value``, a Masking layer before the LSTM (a masked source's ``FoundLSTM.mask_value``).
+WRITE_OPTIONS = ("dtype", "flavor", "mask_value")
+
+
+def _model_to_write(weights: LSTMWeights, flavor: KerasFlavor, dtype: str, mask_value: Any, notes: list[str]) -> Any:
+    """``build_keras_model``'s model, with ``Masking(mask_value)`` between its input and the LSTM when given:
+    the same layers, called on the masked input in a new functional model."""
+    model = build_keras_model(weights, flavor, dtype)
+    if mask_value is None:
+        return model
+    keras = flavor.import_keras()
+    inputs = keras.Input(shape=(None, weights.config.input_size), dtype=dtype, name="input")
+    outputs = keras.layers.Masking(mask_value=float(mask_value), dtype=dtype, name="masking")(inputs)
+    for layer in model.layers[1:]:  # every layer after the InputLayer, already holding its weights
+        outputs = layer(outputs)
+    notes.append(f"a Masking(mask_value={float(mask_value)}) layer before the LSTM, as in the source model")
+    return keras.Model(inputs, outputs)
+
+
+_WRITE_FLAVORS = {"keras3": KERAS3, "tf-keras": TF_KERAS}
+
+
+def _write_flavor(weights: LSTMWeights, options: Mapping[str, Any]) -> tuple[KerasFlavor, list[str]]:
+    """Which Keras writes the file: ``options["flavor"]``, else Keras 3, except for tf_keras' hard_sigmoid
+    (clip(0.2x + 0.5)), which only tf_keras holds (Keras 3's hard_sigmoid is another function under the same
+    name): then tf_keras, so that the written model keeps the function. Each Keras loads only its own files."""
+    chosen = options.get("flavor")
+    if chosen is not None and chosen not in _WRITE_FLAVORS:
+        raise NotImplementedOptionError(
+            f"the Keras writers take flavor {' or '.join(map(repr, _WRITE_FLAVORS))}, not {chosen!r}; choose one"
+        )
+    config = weights.config
+    keras2_only = TF_KERAS.hard_sigmoid in (config.gate_activation.name, config.cell_input_activation.name)
+    flavor = _WRITE_FLAVORS[chosen] if chosen is not None else TF_KERAS if keras2_only else KERAS3
+    loader = "tf_keras.models.load_model" if flavor is TF_KERAS else "keras.saving.load_model"
+    notes = [f"written by {flavor.framework}: load it with {loader} (the other Keras does not load it)"]
+    if keras2_only and chosen is None:
+        notes.append(
+            "tf_keras' hard_sigmoid (clip(0.2x + 0.5, 0, 1)) is not Keras 3's (clip(x/6 + 0.5, 0, 1)): written by "
+            "tf_keras to keep the function"
+        )
+    return flavor, notes
 
 
 def _write_dtype(weights: LSTMWeights, options: Mapping[str, Any]) -> str:

@@ -2,24 +2,35 @@
 
 A checkpoint is a prefix (``model.ckpt``) naming the files ``model.ckpt.index`` and
 ``model.ckpt.data-00000-of-00001`` (more ``data-*-of-N`` shards for a sharded save); ``Saver.save`` and
-``Checkpoint.save`` also keep a ``checkpoint`` state file in the directory, which only
-``tf.train.latest_checkpoint`` needs. ``write`` writes the two prefix files and no state file.
+``Checkpoint.save`` also keep a ``checkpoint`` state file in the directory. Reading accepts the prefix, one of its
+files, a prefix whose Saver added the step (``model.ckpt`` for ``model.ckpt-2.index``: the latest step), the
+directory or its state file (the checkpoint the state file names; ``resolve_prefix``). ``write`` writes the two
+prefix files and no state file.
 
-Reading (``tf.train.load_checkpoint``) finds every LSTM cell by its variable names:
+Reading (``tf.train.load_checkpoint``) finds every LSTM:
 
-- ``tf.compat.v1.train.Saver`` names, from ``dynamic_rnn``/``bidirectional_dynamic_rnn`` in any scope:
-  ``SCOPE/lstm_cell/kernel`` (``basic_lstm_cell`` for BasicLSTMCell), stacked
+- in ``tf.compat.v1.train.Saver`` checkpoints by the variable names ``dynamic_rnn``/``bidirectional_dynamic_rnn``
+  give in any scope: ``SCOPE/lstm_cell/kernel`` (``basic_lstm_cell`` for BasicLSTMCell), stacked
   ``SCOPE/multi_rnn_cell/cell_K/lstm_cell/...``, bidirectional ``SCOPE/fw/lstm_cell/...`` and ``SCOPE/bw/...``,
   a stack of bidirectional layers ``SCOPE/cell_K/bidirectional_rnn/fw/lstm_cell/...`` (tf.contrib's
   ``stack_bidirectional_dynamic_rnn``);
-- ``tf.train.Checkpoint`` (object-based) names of a legacy cell, of a ``MultiRNNCell`` and of a tf_keras
-  ``RNN(cell)`` layer: ``PATH/kernel/.ATTRIBUTES/VARIABLE_VALUE``, ``PATH/projection.Skernel/...``,
-  ``PATH/cell-K/kernel/...``. These record no cell class, so a cell is recognized by its variables (``kernel``
-  [I+Hout, 4H] and ``bias`` [4H], no ``recurrent_kernel``), which the notes say.
+- in object-based checkpoints (``tf.train.Checkpoint``, tf_keras' ``save_weights`` in TF format) through the
+  checkpoint's own object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``): a node whose ``kernel`` child is a variable
+  named ``.../lstm_cell/kernel`` (``basic_lstm_cell``) is a legacy cell, with ``bias`` beside it (placed by its
+  object path: ``PATH``, ``PATH/cell-K`` for a MultiRNNCell), or with ``recurrent_kernel`` beside it a Keras
+  LSTM layer's cell (tf_keras or Keras 3; ``forward_layer``/``backward_layer`` of a Bidirectional), read in
+  Keras' layout, one FoundLSTM per Keras layer, named by the layer's name. Nothing is recognized by its shapes:
+  a Dense layer's kernel and bias are shaped like a cell's often enough, and a checkpoint holding no cell so
+  named is refused, naming the kernels it holds.
 
-Checkpoints store neither ``forget_bias`` nor LSTMCell's ``cell_clip``, ``proj_clip`` and ``activation``:
-reading assumes forget_bias=1.0 (TF's default; options["forget_bias"] overrides), no clipping
-(options["cell_clip"], options["proj_clip"]) and tanh, and says so in each FoundLSTM's notes.
+Checkpoints store neither ``forget_bias`` nor LSTMCell's ``cell_clip``, ``proj_clip`` and ``activation``. Beside
+a Saver checkpoint, the ``.meta`` graph (MetaGraphDef) that ``Saver.save`` writes shows them: each cell's ops are
+found by the MatMul reading its kernel (in the graph, or in a while loop's body function), then the scalar
+Const added to the forget gate's split output, the op applied to j, and the clip_by_value Minimum ops, read
+from the protobuf without running anything (``read_meta_graph``). Without a graph, forget_bias=1.0 (TF's
+default), no clipping and tanh are assumed and said in ``FoundLSTM.assumptions``; options forget_bias,
+cell_clip and proj_clip override either. ``run_source`` is not set: the graph is read, not run, so a proof from
+a checkpoint runs the project's reading of it. Keras layers in checkpoints assume Keras' default activations.
 
 Writing names the variables as ``dynamic_rnn`` names an ``LSTMCell`` under its default scope
 (``adapters.tf_cell.native_prefix``); options["scope"] picks another scope, options["cell"] = "basic"
@@ -30,6 +41,7 @@ options["forget_bias"] (default 1.0) the value taken off the forget bias. It sav
 
 from __future__ import annotations
 
+import glob
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +51,12 @@ from typing import Any
 import numpy as np
 
 from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
+from lstm_conformance.adapters.keras_layer import (
+    KERAS3,
+    TF_KERAS,
+    canonical_from_keras_weights,
+    config_from_keras_arguments,
+)
 from lstm_conformance.adapters.tf_cell import (
     CELL_SCOPES,
     PEEPHOLE_VARIABLES,
@@ -56,7 +74,7 @@ from lstm_conformance.reference.errors import (
     NotImplementedOptionError,
     UnsupportedFeatureError,
 )
-from lstm_conformance.reference.layout import TANH, FloatArray, LSTMConfig, LSTMWeights
+from lstm_conformance.reference.layout import TANH, Activation, FloatArray, LSTMConfig, LSTMWeights
 
 READ_OPTIONS = ("forget_bias", "cell_clip", "proj_clip")
 WRITE_OPTIONS = ("forget_bias", "scope", "cell", "dtype")
@@ -64,6 +82,9 @@ FORGET_BIAS_NOTE = (
     "assumed forget_bias={value} (TF's default; checkpoints do not store it); pass --forget-bias to override"
 )
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+#: A legacy cell's or Keras LSTMCell's own variable scope, the last scope of its kernel's name.
+_CELL_SCOPE = re.compile(r"^(basic_)?lstm_cell(?:_\d+)?$")
 CELL_VARIABLES = ("kernel", "bias", *PEEPHOLE_VARIABLES.values(), PROJECTION_VARIABLE)
 _SCOPE_KIND = {scope: kind for kind, scope in CELL_SCOPES.items()}
 
@@ -80,7 +101,8 @@ class _Cell:
 
     path: str
     keys: dict[str, str]
-    kind: str  # "basic", "lstm" or "unknown" (object-based)
+    kind: str  # "basic" or "lstm"
+    object_based: bool = False
     lstm: str = ""
     layer: int = 0
     direction: int = 0
@@ -93,44 +115,132 @@ class _Group:
     cells: list[_Cell] = field(default_factory=list)
 
 
-def _object_variable(key: str) -> str | None:
-    """The attribute path of an object-based checkpoint value (``cell/projection/kernel``), None for others."""
-    if not key.endswith(OBJECT_SUFFIX) or "/.OPTIMIZER_SLOT/" in key:
-        return None
-    parts = key[: -len(OBJECT_SUFFIX)].split("/")
-    # tf.train.Checkpoint escapes "/" inside an attribute name as ".S" and "." as "..".
-    return "/".join(part.replace(".S", "/").replace("..", ".") for part in parts)
-
-
-def _find_cells(names: Mapping[str, str], shapes: Mapping[str, list[int]]) -> list[_Cell]:
-    """Every cell: a ``kernel`` with a ``bias`` beside it, named as a legacy cell or shaped as one."""
-    cells = []
-    for name, key in names.items():
+def _find_saver_cells(names: Mapping[str, str]) -> tuple[list[_Cell], list[_KerasCell]]:
+    """Every cell of a name-based (``Saver``) checkpoint: ``.../lstm_cell/kernel`` or ``.../basic_lstm_cell/kernel``
+    with a ``bias`` beside it; with a ``recurrent_kernel`` beside it instead a Keras LSTM layer's cell (a Keras
+    layer in a TF1 graph: ``lstm/lstm_cell/...``, ``bidirectional/forward_lstm/lstm_cell/...``)."""
+    cells: list[_Cell] = []
+    keras: list[_KerasCell] = []
+    for name in names:
         if not (name == "kernel" or name.endswith("/kernel")) or name.endswith(PROJECTION_VARIABLE):
             continue
         path = name[: -len("kernel")].rstrip("/")
         leaf = path.rsplit("/", 1)[-1]
-        object_based = key.endswith(OBJECT_SUFFIX)
-        if not object_based and leaf not in _SCOPE_KIND:
+        if not _CELL_SCOPE.match(leaf):
             continue
         prefix = f"{path}/" if path else ""
+        if prefix + "recurrent_kernel" in names:
+            wanted = {
+                var: names[prefix + var] for var in ("kernel", "recurrent_kernel", "bias") if prefix + var in names
+            }
+            layer, _, side = path.rpartition("/")[0].rpartition("/")
+            if side.startswith(("forward_", "backward_")) and layer:
+                keras.append(_KerasCell(path, layer, int(side.startswith("backward_")), wanted, name))
+            else:
+                keras.append(_KerasCell(path, path.rpartition("/")[0], 0, wanted, name))
+            continue
         keys = {var: names[prefix + var] for var in CELL_VARIABLES if prefix + var in names}
-        if "bias" not in keys:
-            continue
-        if object_based and (prefix + "recurrent_kernel" in names or not _lstm_shaped(shapes, keys)):
-            continue
-        cells.append(_Cell(path=path, keys=keys, kind="unknown" if object_based else _SCOPE_KIND[leaf]))
-    return cells
+        if "bias" in keys and leaf in _SCOPE_KIND:
+            cells.append(_Cell(path=path, keys=keys, kind=_SCOPE_KIND[leaf]))
+    return cells, keras
 
 
-def _lstm_shaped(shapes: Mapping[str, list[int]], keys: Mapping[str, str]) -> bool:
-    kernel, bias = shapes[keys["kernel"]], shapes[keys["bias"]]
-    return len(kernel) == 2 and len(bias) == 1 and bias[0] == kernel[1] and kernel[1] % 4 == 0
+@dataclass
+class _ObjectNode:
+    """One node of an object-based checkpoint's object graph: its first path from the root (``/``-joined edge
+    names), its children by edge name, and for a variable its checkpoint key and the variable's own name."""
+
+    path: str
+    children: dict[str, int]
+    key: str | None = None
+    full_name: str = ""
+
+
+@dataclass
+class _KerasCell:
+    """A Keras LSTM layer's cell found in the object graph: kernel, recurrent_kernel[, bias] checkpoint keys."""
+
+    path: str
+    layer_path: str
+    direction: int
+    keys: dict[str, str]
+    full_name: str
+
+
+def _object_graph(reader: Any) -> list[_ObjectNode]:
+    """The checkpoint's own TrackableObjectGraph (the proto TF stores under ``_CHECKPOINTABLE_OBJECT_GRAPH``),
+    each node with its first path from the root, breadth first in the graph's own child order."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    paths: dict[int, str] = {0: ""}
+    queue = [0]
+    while queue:
+        node = queue.pop(0)
+        for child in graph.nodes[node].children:
+            if child.node_id not in paths:
+                paths[child.node_id] = f"{paths[node]}/{child.local_name}".lstrip("/")
+                queue.append(child.node_id)
+    nodes = []
+    for index, proto in enumerate(graph.nodes):
+        value = next((a for a in proto.attributes if a.name == "VARIABLE_VALUE"), None)
+        nodes.append(
+            _ObjectNode(
+                path=paths.get(index, f"<node {index}>"),
+                children={child.local_name: child.node_id for child in proto.children},
+                key=value.checkpoint_key if value is not None else None,
+                full_name=value.full_name if value is not None else "",
+            )
+        )
+    return nodes
+
+
+def _find_object_cells(nodes: list[_ObjectNode]) -> tuple[list[_Cell], list[_KerasCell], list[str]]:
+    """Legacy cells and Keras LSTM layers' cells, identified by the object graph: a node whose ``kernel`` child is
+    a variable named ``.../lstm_cell/kernel`` (``basic_lstm_cell``, ``lstm_cell_1``: the cell's own variable
+    scope), with a ``bias`` child (legacy tf.compat.v1 cells) or a ``recurrent_kernel`` child (Keras' LSTMCell).
+    Never by shapes: a Dense layer's kernel and bias are [I, 4H]-shaped often enough. Also returns the other
+    kernels seen, for the refusal when no LSTM is found."""
+    legacy: list[_Cell] = []
+    keras: list[_KerasCell] = []
+    others: list[str] = []
+    for node in nodes:
+        kernel = nodes[node.children["kernel"]] if "kernel" in node.children else None
+        if kernel is None or kernel.key is None:
+            continue
+        variables = {name: nodes[index] for name, index in node.children.items() if nodes[index].key is not None}
+        scope = kernel.full_name.rsplit("/", 2)[-2] if kernel.full_name.count("/") >= 1 else ""
+        match = _CELL_SCOPE.match(scope)
+        if match is None:
+            others.append(kernel.full_name or node.path)
+            continue
+        keys = {name: str(variable.key) for name, variable in variables.items()}
+        if "recurrent_kernel" in variables:
+            wanted: dict[str, str] = {
+                name: keys[name] for name in ("kernel", "recurrent_kernel", "bias") if name in keys
+            }
+            keras.append(_keras_cell(node.path, wanted, kernel.full_name))
+        elif "bias" in variables:
+            found = {name: keys[name] for name in CELL_VARIABLES if name in keys}
+            kind = "basic" if match.group(1) else "lstm"
+            legacy.append(_Cell(path=node.path, keys=found, kind=kind, object_based=True))
+        else:
+            others.append(kernel.full_name or node.path)
+    return legacy, keras, others
+
+
+def _keras_cell(path: str, keys: dict[str, str], full_name: str) -> _KerasCell:
+    for side, direction in (("forward_layer", 0), ("backward_layer", 1)):
+        suffix = f"/{side}/cell"
+        if path.endswith(suffix):
+            return _KerasCell(path, path[: -len(suffix)], direction, keys, full_name)
+    return _KerasCell(path, path.rsplit("/", 1)[0] if "/" in path else "", 0, keys, full_name)
 
 
 def _place(cell: _Cell) -> None:
     """Set the cell's LSTM name, layer and direction from its path."""
-    where = cell.path if cell.kind == "unknown" else cell.path.rsplit("/", 1)[0] if "/" in cell.path else ""
+    where = cell.path if cell.object_based else cell.path.rsplit("/", 1)[0] if "/" in cell.path else ""
     for pattern, bidirectional in (
         (_STACKED_BIDIRECTIONAL, True),
         (_BIDIRECTIONAL, True),
@@ -178,37 +288,46 @@ class TFCheckpointFormat(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         given = refuse_options(options, READ_OPTIONS, "reading a tf-checkpoint")
-        forget_bias = float(given.get("forget_bias", 1.0))
-        reader = self._open(path)
+        prefix, notes = resolve_prefix(path)
+        reader = self._open(prefix)
         shapes = reader.get_variable_to_shape_map()
-        names = {(_object_variable(key) or key): key for key in shapes}
-        cells = _find_cells(names, shapes)
-        if not cells:
+        if OBJECT_GRAPH_KEY in shapes:
+            cells, keras_cells, seen = _find_object_cells(_object_graph(reader))
+            graph = None
+        else:
+            (cells, keras_cells), seen = _find_saver_cells({key: key for key in shapes}), []
+            graph = read_meta_graph(prefix)
+        if not cells and not keras_cells:
+            kernels = f"; kernels found: {', '.join(seen[:6])}" if seen else ""
             raise InputFileError(
                 f"{path}: no LSTM cell in this TF checkpoint (looked for .../lstm_cell/kernel, "
-                ".../basic_lstm_cell/kernel, or an object-based cell's kernel and bias); it holds "
-                f"{sorted(shapes)[:8]}"
+                ".../basic_lstm_cell/kernel, or in an object-based checkpoint's object graph a cell whose kernel is "
+                f"named so){kernels}; it holds {sorted(key for key in shapes if key != OBJECT_GRAPH_KEY)[:8]}"
             )
-        lstms = [self._lstm(path, reader, group, forget_bias, given) for group in _group(cells)]
+        lstms = [self._lstm(prefix, reader, group, given, graph, notes) for group in _group(cells)]
+        lstms += [_keras_lstm(prefix, reader, cells_of_layer, notes) for cells_of_layer in _keras_layers(keras_cells)]
         used = {key for cell in cells for key in cell.keys.values()}
-        others = sorted(key for key in shapes if key not in used and key != "_CHECKPOINTABLE_OBJECT_GRAPH")
+        used |= {key for keras_cell in keras_cells for key in keras_cell.keys.values()}
+        others = sorted(key for key in shapes if key not in used and key != OBJECT_GRAPH_KEY)
         return ModelContents(lstms=lstms, other_tensors=others)
 
     @staticmethod
     def _open(path: Path) -> Any:
-        if not Path(f"{path}.index").is_file():
-            hint = " (that is a directory: pass the prefix inside it, as model.ckpt for model.ckpt.index)"
-            raise InputFileError(
-                f"{path}: not a TF checkpoint prefix: {path}.index does not exist"
-                + (hint if Path(path).is_dir() else "; pass the prefix, as model.ckpt for model.ckpt.index")
-            )
         tf = import_tensorflow()
         try:
             return tf.train.load_checkpoint(str(path))
         except (tf.errors.OpError, ValueError) as error:
             raise InputFileError(f"{path}: unreadable TF checkpoint ({error_summary(error)})") from None
 
-    def _lstm(self, path: Path, reader: Any, group: _Group, forget_bias: float, given: Mapping[str, Any]) -> FoundLSTM:
+    def _lstm(
+        self,
+        path: Path,
+        reader: Any,
+        group: _Group,
+        given: Mapping[str, Any],
+        graph: Mapping[str, _CellFacts] | None,
+        shared_notes: list[str],
+    ) -> FoundLSTM:
         where = f"{path}: LSTM {group.name or '(no scope)'}"
         arrays = {}
         for cell in group.cells:
@@ -218,7 +337,10 @@ class TFCheckpointFormat(FileFormat):
                 except Exception as error:  # TF raises several types for a damaged data file
                     raise InputFileError(f"{where}: cannot read {key!r} ({error_summary(error)})") from None
         kinds = {cell.kind for cell in group.cells}
-        config = self._config(where, group, arrays, given)
+        kind = kinds.pop() if len(kinds) == 1 else "lstm"
+        facts, notes, assumptions = _what_the_cell_computes(path, group, given, graph, kind)
+        config = self._config(where, group, arrays, facts)
+        forget_bias = float(facts["forget_bias"])
         layers = [
             [
                 from_tf_cell(
@@ -238,18 +360,25 @@ class TFCheckpointFormat(FileFormat):
             weights = LSTMWeights(config, layers)
         except LayoutError as error:
             raise InputFileError(f"{where}: {error}") from None
-        kind = kinds.pop() if len(kinds) == 1 else "lstm"
+        if any(cell.object_based for cell in group.cells):
+            notes.append(
+                "object-based checkpoint: the cell found through its object graph, its class from its variables' "
+                f"own names ({'BasicLSTMCell' if kind == 'basic' else 'LSTMCell'}: kernel [I+Hout, 4H] applied to "
+                "[x, h], gates i, j, f, o)"
+            )
         return FoundLSTM(
             name=group.name,
             weights=weights,
             implementation="tf-cell",
-            implementation_options={"forget_bias": forget_bias, "cell": "auto" if kind == "unknown" else kind},
-            notes=self._read_notes(kind, forget_bias, config),
+            implementation_options={"forget_bias": forget_bias, "cell": kind},
+            notes=[*shared_notes, *notes],
+            batch_first=None,
+            assumptions=assumptions,
         )
 
     @staticmethod
     def _config(
-        where: str, group: _Group, arrays: Mapping[tuple[int, int, str], FloatArray], given: Mapping[str, Any]
+        where: str, group: _Group, arrays: Mapping[tuple[int, int, str], FloatArray], facts: Mapping[str, Any]
     ) -> LSTMConfig:
         layers = sorted({cell.layer for cell in group.cells})
         bidirectional = any(cell.bidirectional for cell in group.cells)
@@ -271,6 +400,7 @@ class TFCheckpointFormat(FileFormat):
         projection = arrays.get((0, 0, PROJECTION_VARIABLE))
         output = projection.shape[-1] if projection is not None else hidden
         names = next(iter(variables))
+        activation = Activation(str(facts["activation"]))
         try:
             return LSTMConfig(
                 input_size=int(kernel.shape[0] - output),
@@ -279,27 +409,13 @@ class TFCheckpointFormat(FileFormat):
                 bidirectional=bidirectional,
                 proj_size=int(output) if projection is not None else 0,
                 peepholes=PEEPHOLE_VARIABLES["i"] in names,
-                cell_clip=given.get("cell_clip"),
-                proj_clip=given.get("proj_clip"),
+                cell_clip=facts["cell_clip"],
+                proj_clip=facts["proj_clip"],
+                cell_input_activation=activation,
+                cell_output_activation=activation,
             )
         except LayoutError as error:
             raise InputFileError(f"{where}: {error}") from None
-
-    @staticmethod
-    def _read_notes(kind: str, forget_bias: float, config: LSTMConfig) -> list[str]:
-        notes = [FORGET_BIAS_NOTE.format(value=forget_bias)]
-        if kind == "unknown":
-            notes.append(
-                "object-based checkpoint: the cell class is not recorded; read as a TF LSTM cell from its "
-                "variables (kernel [I+Hout, 4H] applied to [x, h], gates i, j, f, o)"
-            )
-        if kind != "basic":
-            clips = f"cell_clip={config.cell_clip}, proj_clip={config.proj_clip}"
-            notes.append(
-                f"LSTMCell's cell_clip, proj_clip and activation are not stored in checkpoints: read with {clips}, "
-                "activation tanh (options cell_clip/proj_clip override)"
-            )
-        return notes
 
     # ------------------------------------------------------------------------------------------------------
     # Writing
@@ -366,3 +482,305 @@ class TFCheckpointFormat(FileFormat):
         if clips:
             notes.append(f"checkpoints do not store {', '.join(clips)}: pass them to LSTMCell when restoring")
         return notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a TF1 ``.meta`` graph (MetaGraphDef, written by Saver.save beside the checkpoint) says of each cell
+# ----------------------------------------------------------------------------------------------------------
+
+#: TF op -> canonical activation name, for a cell's ``activation`` (applied to j and to the new c).
+_ACTIVATION_OPS = {"Tanh": "tanh", "Relu": "relu", "Softsign": "softsign", "Softplus": "softplus"}
+_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
+_PASS_THROUGH_OPS = frozenset({"Identity", "ReadVariableOp", "Enter", "Switch", "Merge"})
+_WHILE_OPS = frozenset({"While", "StatelessWhile"})
+
+
+@dataclass
+class _CellFacts:
+    """What the graph fixes for one cell (None where the graph did not show it)."""
+
+    forget_bias: float | None = None
+    cell_clip: float | None = None
+    proj_clip: float | None = None
+    activation: str | None = None
+
+
+def _source(text: str) -> tuple[str, int]:
+    """(node, output index) of a NodeDef input: ``a``, ``a:1`` (graphs) or ``a:output:1`` (function bodies)."""
+    parts = text.lstrip("^").split(":")
+    return parts[0], int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 0
+
+
+def _scalar(node: Any) -> float | None:
+    """The value of a scalar Const NodeDef, read from the proto (nothing runs)."""
+    if node is None or node.op != "Const":
+        return None
+    from tensorflow.python.framework import tensor_util
+
+    value = np.asarray(tensor_util.MakeNdarray(node.attr["value"].tensor))
+    return float(value) if value.size == 1 else None
+
+
+def _variable_name(nodes: Mapping[str, Any], name: str) -> str | None:
+    """The variable a graph input reads, followed back through Identity/ReadVariableOp/Enter nodes."""
+    for _ in range(16):
+        node = nodes.get(name)
+        if node is None:
+            return None
+        if node.op in _VARIABLE_OPS:
+            return str(node.name)
+        if node.op not in _PASS_THROUGH_OPS or not node.input:
+            return None
+        name = _source(node.input[0])[0]
+    return None
+
+
+def read_meta_graph(path: Path) -> dict[str, _CellFacts] | None:
+    """Cell path (``rnn/lstm_cell``, as in the checkpoint's keys) -> what the graph fixes, from the ``.meta``
+    file beside a checkpoint prefix; None when there is none. Only the protobuf is parsed: no op runs."""
+    meta = Path(f"{path}.meta")
+    if not meta.is_file():
+        return None
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    graph = meta_graph_pb2.MetaGraphDef()
+    try:
+        graph.ParseFromString(meta.read_bytes())
+    except (DecodeError, OSError) as error:
+        raise InputFileError(
+            f"{meta}: not a readable MetaGraphDef ({error_summary(error)}); remove or rewrite it"
+        ) from None
+    main = {node.name: node for node in graph.graph_def.node}
+    facts = _cells_in(main, lambda name: _variable_name(main, name))
+    functions = {function.signature.name: function for function in graph.graph_def.library.function}
+    for node in main.values():
+        body = functions.get(node.attr["body"].func.name) if node.op in _WHILE_OPS else None
+        if body is None:
+            continue
+        arguments = {arg.name: index for index, arg in enumerate(body.signature.input_arg)}
+
+        def outer(name: str, loop: Any = node, arguments: Mapping[str, int] = arguments) -> str | None:
+            index = arguments.get(name)
+            return _variable_name(main, _source(loop.input[index])[0]) if index is not None else None
+
+        facts.update(_cells_in({inner.name: inner for inner in body.node_def}, outer))
+    return facts
+
+
+def _cells_in(nodes: Mapping[str, Any], variable_of: Any) -> dict[str, _CellFacts]:
+    """The cells computed in one node list (a graph, or a while loop's body): each found by the MatMul that reads
+    its ``kernel`` variable, then its forget_bias, clips and activation from the ops in the MatMul's scope."""
+    consumers: dict[tuple[str, int], list[Any]] = {}
+    for node in nodes.values():
+        for text in node.input:
+            consumers.setdefault(_source(text), []).append(node)
+    found: dict[str, _CellFacts] = {}
+    for node in nodes.values():
+        scope, _, leaf = node.name.rpartition("/")
+        if node.op != "MatMul" or leaf != "MatMul" or not _CELL_SCOPE.match(scope.rsplit("/", 1)[-1]):
+            continue
+        variable = variable_of(_source(node.input[1])[0]) if len(node.input) > 1 else None
+        if variable is None or not variable.endswith("/kernel"):
+            continue
+        found[variable[: -len("/kernel")]] = _cell_facts(nodes, consumers, scope)
+    return found
+
+
+def _cell_facts(nodes: Mapping[str, Any], consumers: Mapping[tuple[str, int], list[Any]], scope: str) -> _CellFacts:
+    """BasicLSTMCell/LSTMCell.call: ``i, j, f, o = split(...)``; ``f + forget_bias`` adds a scalar Const to
+    output 2; ``activation(j)`` consumes output 1; clip_by_value is a Minimum with a Const, on the projection
+    MatMul's output for proj_clip and on the new c for cell_clip."""
+    facts = _CellFacts()
+    split = nodes.get(f"{scope}/split")
+    if split is None or split.op != "Split":
+        return facts
+    for node in consumers.get((split.name, 2), []):
+        if node.op in ("Add", "AddV2"):
+            constants = [_scalar(nodes.get(_source(text)[0])) for text in node.input]
+            facts.forget_bias = next((value for value in constants if value is not None), None)
+    for node in consumers.get((split.name, 1), []):
+        facts.activation = _ACTIVATION_OPS.get(node.op, f"TF op {node.op}")
+    for node in nodes.values():
+        if node.op != "Minimum" or not node.name.startswith(f"{scope}/clip_by_value"):
+            continue
+        limit = _scalar(nodes.get(_source(node.input[1])[0]))
+        clipped = nodes.get(_source(node.input[0])[0])
+        if clipped is not None and clipped.op == "MatMul":
+            facts.proj_clip = limit
+        else:
+            facts.cell_clip = limit
+    return facts
+
+
+def _what_the_cell_computes(
+    path: Path, group: _Group, given: Mapping[str, Any], graph: Mapping[str, _CellFacts] | None, kind: str
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """forget_bias, cell_clip, proj_clip and activation of a group's cells: an option where given, else what the
+    .meta graph shows, else TF's defaults said as assumptions. Returns (values, notes, assumptions)."""
+    shown = [graph.get(cell.path) for cell in group.cells] if graph is not None else []
+    facts = shown[0] if shown and all(f is not None and f.forget_bias is not None for f in shown) else None
+    if facts is not None and any(f != facts for f in shown):
+        raise InputFileError(
+            f"{path}: the cells of LSTM {group.name or '(no scope)'} differ in forget_bias, clips or activation in "
+            "the .meta graph; one canonical LSTM has one of each"
+        )
+    notes: list[str] = []
+    assumptions: list[str] = []
+    values: dict[str, Any] = {}
+    if facts is not None:
+        if facts.activation is not None and facts.activation not in _ACTIVATION_OPS.values():
+            raise InputFileError(
+                f"{path}: the cell's activation in the .meta graph is the {facts.activation}, which the canonical "
+                f"layout does not hold (it holds {', '.join(sorted(_ACTIVATION_OPS.values()))})"
+            )
+        values = {
+            "forget_bias": facts.forget_bias,
+            "cell_clip": facts.cell_clip,
+            "proj_clip": facts.proj_clip,
+            "activation": facts.activation or "tanh",
+        }
+        read = ", ".join(f"{key}={value}" for key, value in values.items())
+        notes.append(f"read from {Path(f'{path}.meta').name} (the graph Saver wrote beside the checkpoint): {read}")
+    else:
+        values = {"forget_bias": 1.0, "cell_clip": None, "proj_clip": None, "activation": "tanh"}
+        why = "no .meta graph beside it" if graph is None else "its cell's ops were not found in the .meta graph"
+        assumptions.append(FORGET_BIAS_NOTE.format(value=1.0) + f" ({why})")
+        assumptions.append(
+            "the cell's activation is not stored in checkpoints: tanh assumed (TF's default)"
+            + (
+                "; cell_clip and proj_clip neither: no clipping assumed (options cell_clip/proj_clip set them)"
+                if kind != "basic"
+                else ""
+            )
+        )
+    for option in ("forget_bias", "cell_clip", "proj_clip"):
+        if option in given:
+            if option == "forget_bias":
+                assumptions = [text for text in assumptions if not text.startswith("assumed forget_bias")]
+            if facts is not None and getattr(facts, option) != given[option]:
+                notes.append(f"{option}={given[option]} as given, where the .meta graph says {getattr(facts, option)}")
+            values[option] = float(given[option])
+    return values, notes, assumptions
+
+
+def resolve_prefix(path: Path) -> tuple[Path, list[str]]:
+    """The checkpoint prefix ``path`` names: a prefix (``model.ckpt``, ``model.ckpt-2``), one of its files
+    (``.index``, ``.meta``, ``.data-*``), a prefix whose Saver added the step (``model.ckpt`` for
+    ``model.ckpt-2.index``), a checkpoint directory or its ``checkpoint`` state file (the latest checkpoint it
+    names). Returns the prefix and a note saying how it was found; InputFileError when none."""
+    text = str(path)
+    if Path(f"{text}.index").is_file():
+        return path, []
+    stripped = re.sub(r"(\.index|\.meta|\.data-\d{5}-of-\d{5})$", "", text)
+    if stripped != text and Path(f"{stripped}.index").is_file():
+        return Path(stripped), [f"read the checkpoint prefix {stripped} (given one of its files)"]
+    if path.is_dir() or (path.is_file() and path.name == "checkpoint"):
+        return _latest(path if path.is_dir() else path.parent)
+    steps = sorted(
+        (int(match.group(1)), candidate)
+        for candidate in path.parent.glob(f"{glob.escape(path.name)}-*.index")
+        if (match := re.fullmatch(rf"{re.escape(path.name)}-(\d+)\.index", candidate.name))
+    )
+    if steps:
+        index = steps[-1][1]
+        prefix = Path(str(index)[: -len(".index")])
+        return prefix, [
+            f"read {prefix.name}, the latest step of {path.name} (steps {', '.join(str(s) for s, _ in steps)})"
+        ]
+    raise InputFileError(
+        f"{path}: not a TF checkpoint prefix: {path}.index does not exist; pass the prefix, as model.ckpt for "
+        "model.ckpt.index (or the checkpoint directory)"
+    )
+
+
+def _latest(directory: Path) -> tuple[Path, list[str]]:
+    """The checkpoint a directory's ``checkpoint`` state file names, else its only prefix."""
+    state = directory / "checkpoint"
+    if state.is_file():
+        tf = import_tensorflow()
+        try:
+            named = tf.train.get_checkpoint_state(str(directory))
+        except Exception as error:  # TF logs a damaged state file's ParseError and returns None; or raises
+            raise InputFileError(f"{state}: not a readable checkpoint state file ({error_summary(error)})") from None
+        if named is None:
+            raise InputFileError(
+                f"{state}: not a readable checkpoint state file (TF could not parse it); pass the checkpoint prefix "
+                "itself, as DIR/model.ckpt for DIR/model.ckpt.index"
+            )
+        latest = named.model_checkpoint_path
+        prefix = Path(latest) if Path(latest).is_absolute() else directory / latest
+        if latest and Path(f"{prefix}.index").is_file():
+            return prefix, [f"read {prefix.name}, the latest checkpoint that {state} names"]
+        if latest:
+            raise InputFileError(f"{state}: names {latest}, which has no .index file; pass an existing prefix")
+    prefixes = sorted(str(index)[: -len(".index")] for index in directory.glob("*.index"))
+    if len(prefixes) == 1:
+        return Path(prefixes[0]), [f"read {Path(prefixes[0]).name}, the one checkpoint in {directory}"]
+    if not prefixes:
+        raise InputFileError(
+            f"{directory}: that is a directory, and it holds no TF checkpoint (no 'checkpoint' state file, no .index "
+            "file); pass the prefix, as DIR/model.ckpt for DIR/model.ckpt.index"
+        )
+    raise InputFileError(
+        f"{directory}: a directory without a usable 'checkpoint' state file, holding several checkpoints: "
+        f"{', '.join(Path(prefix).name for prefix in prefixes)}; pass one prefix, as DIR/model.ckpt"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Keras LSTM layers in object-based checkpoints (tf_keras save_weights, tf.train.Checkpoint(model=...))
+# ----------------------------------------------------------------------------------------------------------
+
+KERAS_ASSUMPTIONS = (
+    "activations not stored (a TF checkpoint holds weights only): Keras' defaults assumed, tanh and sigmoid "
+    "gates (a model built with other activations computes another function)",
+    "go_backwards and masking not stored: a forward LSTM reading every step assumed",
+    "batch layout not stored (Keras' LSTM takes batch-major [B, T, I] unless built time_major)",
+)
+
+
+def _keras_layers(cells: list[_KerasCell]) -> list[list[_KerasCell]]:
+    """Keras LSTM cells grouped by layer (a Bidirectional's forward and backward cells together)."""
+    layers: dict[str, list[_KerasCell]] = {}
+    for cell in cells:
+        layers.setdefault(cell.layer_path, []).append(cell)
+    return [sorted(group, key=lambda cell: cell.direction) for group in layers.values()]
+
+
+def _keras_lstm(path: Path, reader: Any, cells: list[_KerasCell], shared_notes: list[str]) -> FoundLSTM:
+    first = cells[0]
+    parts = first.full_name.split("/")
+    bidirectional = [cell.direction for cell in cells] == [0, 1]
+    name = "/".join(parts[: -3 if bidirectional else -2]) or first.layer_path
+    where = f"{path}: Keras LSTM layer {name!r} (object path {first.layer_path})"
+    if len(cells) > 1 and not bidirectional:
+        raise InputFileError(f"{where}: {len(cells)} cells under one layer, not a Bidirectional's two")
+    flavor = KERAS3 if "_operations" in first.path.split("/") else TF_KERAS
+    arrays = []
+    for cell in cells:
+        for var in ("kernel", "recurrent_kernel", "bias"):
+            if var in cell.keys:
+                try:
+                    arrays.append(np.asarray(reader.get_tensor(cell.keys[var])))
+                except Exception as error:  # TF raises several types for a damaged data file
+                    raise InputFileError(f"{where}: cannot read {cell.keys[var]!r} ({error_summary(error)})") from None
+    kernel, recurrent = arrays[0], arrays[1]
+    try:
+        arguments = {"units": int(recurrent.shape[0]), "use_bias": "bias" in first.keys}
+        config = config_from_keras_arguments(int(kernel.shape[0]), [arguments], bidirectional, flavor)
+        weights = canonical_from_keras_weights(config, [arrays])
+    except (LayoutError, IndexError) as error:
+        raise InputFileError(f"{where}: does not fit Keras' LSTM layout ({error})") from None
+    return FoundLSTM(
+        name=name,
+        weights=weights,
+        implementation=flavor.implementation,
+        notes=[
+            *shared_notes,
+            f"a {flavor.framework} LSTM layer found through the checkpoint's object graph at {first.layer_path} "
+            f"(its cell's variables {first.full_name.rsplit('/', 1)[0]}/...)",
+        ],
+        batch_first=None,
+        assumptions=list(KERAS_ASSUMPTIONS),
+    )

@@ -1,11 +1,16 @@
 """PyTorch model files: ``.pt``/``.pth`` (``torch.save``) and ``.safetensors``, both holding state_dicts.
 
 Reading accepts the state_dict of one ``nn.LSTM`` or of a larger model holding any number of them under
-prefixes (``encoder.lstm.weight_ih_l0`` is the LSTM "encoder.lstm"), and a dict wrapping such a state_dict
-under ``"state_dict"`` or ``"model"`` (as training checkpoints do). Every LSTM is found by its
-``<prefix>weight_ih_l0`` key and read through ``adapters.pytorch``'s one mapping; every other tensor is listed
-in ``ModelContents.other_tensors``. ``.pt`` files are loaded with ``torch.load(weights_only=True)``, so a
-pickled payload never runs: a file holding anything but tensors and plain containers is refused.
+prefixes (``encoder.lstm.weight_ih_l0`` is the LSTM "encoder.lstm"; DataParallel's ``module.`` is one more
+prefix), ``nn.LSTMCell`` keys (``<prefix>weight_ih`` beside ``<prefix>weight_hh``, read as a one-layer LSTM run
+by "torch-cell"), and training checkpoints: a dict holding such a state_dict under any key and at any depth
+(``model_state_dict``, ``net``, ...), found by its keys rather than by the wrapper's name. Every other tensor
+(optimizer state, embeddings) is listed in ``ModelContents.other_tensors`` by its dotted path. ``.pt`` files are
+loaded with ``torch.load(weights_only=True)``, so a pickled payload never runs: a file holding anything but
+tensors and plain containers is refused.
+
+A state_dict holds weights only: nn.LSTM's ``batch_first`` and whether the model packs padded batches are in
+its code, so every FoundLSTM says those assumptions (``batch_first`` None) and has no ``run_source``.
 
 Writing gives a plain state_dict of one ``nn.LSTM`` (no prefix), in the canonical arrays' own dtype unless
 ``options["dtype"]`` names another, which ``nn.LSTM(...).load_state_dict(..., strict=True)`` accepts.
@@ -33,9 +38,22 @@ from lstm_conformance.reference.layout import LSTMWeights
 
 #: dtypes a written file may hold (options["dtype"]).
 WRITE_DTYPES = ("float64", "float32", "float16", "bfloat16")
-#: Keys under which training checkpoints commonly wrap a model's state_dict.
-WRAPPER_KEYS = ("state_dict", "model")
 _FIRST_KEY = "weight_ih_l0"
+#: nn.LSTMCell's state_dict keys, and the nn.LSTM key each is (a cell is a one-layer LSTM stepped by the caller).
+CELL_KEYS = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias_ih": "bias_ih_l0", "bias_hh": "bias_hh_l0"}
+#: What a torch state_dict does not store that changes the function the model computes.
+BATCH_LAYOUT_ASSUMPTION = (
+    "batch layout not stored (time-major [T, B, I] assumed; nn.LSTM's batch_first is a constructor argument, "
+    "not part of the state_dict)"
+)
+PACKING_ASSUMPTION = (
+    "every sample runs all T steps assumed: whether the model packs padded batches (pack_padded_sequence) is "
+    "in its code, not in the state_dict"
+)
+CELL_LOOP_ASSUMPTION = (
+    "nn.LSTMCell computes one step; read as the LSTM that steps it over time from t=0 with the state carried "
+    "(the loop is the model's code, not in the state_dict)"
+)
 
 
 def _unavailable(*modules: str) -> str | None:
@@ -157,28 +175,74 @@ def _write_notes(weights: LSTMWeights, dtype: str, how: str) -> list[str]:
 
 
 def contents_of(path: Path, loaded: Any) -> ModelContents:
-    """Every nn.LSTM in what ``torch.load``/``load_file`` returned, and the names of the other tensors."""
-    import torch
-
-    state, notes = _unwrap(path, loaded)
-    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
-    skipped = sorted(str(key) for key in state if key not in tensors)
-    if skipped:
-        notes.append(f"entries that are not tensors were left alone: {', '.join(skipped[:6])}")
-    prefixes = lstm_prefixes(tensors)
-    if not prefixes:
-        shown = ", ".join(sorted(tensors)[:6]) or "none"
+    """Every nn.LSTM and nn.LSTMCell in what ``torch.load``/``load_file`` returned, and the names of the other
+    tensors (optimizer state included, left alone)."""
+    if not isinstance(loaded, Mapping):
         raise InputFileError(
-            f"{path}: no nn.LSTM weights found (no key ending in {_FIRST_KEY}); tensors in the file: {shown}"
+            f"{path}: holds a {type(loaded).__name__}, not a state_dict (a dict of tensors such as model.state_dict())"
         )
+    containers, skipped = _containers(loaded)
+    found = [(where, prefix, kind) for where, tensors in containers.items() for prefix, kind in _modules(tensors)]
+    if not found:
+        everything = [_joined(where, key) for where, tensors in containers.items() for key in tensors]
+        shown = ", ".join(sorted(everything)[:8]) or "none"
+        top = ", ".join(sorted(str(key) for key in loaded)[:8]) or "none"
+        raise InputFileError(
+            f"{path}: no nn.LSTM weights found (no key ending in {_FIRST_KEY}, nor nn.LSTMCell's weight_ih beside "
+            f"weight_hh, at any depth; top-level entries: {top}); tensors in the file: {shown}"
+        )
+    holders = sorted({where for where, _prefix, _kind in found})
+    notes = _container_notes(holders, loaded, skipped)
     lstms: list[FoundLSTM] = []
     used: set[str] = set()
-    for prefix in prefixes:
-        keys = {key[len(prefix) :]: key for key in tensors if _belongs(key, prefix)}
-        used.update(keys.values())
-        name = prefix[:-1]
-        lstms.append(_read_lstm(path, name, {short: tensors[key] for short, key in keys.items()}, notes))
-    return ModelContents(lstms, sorted(set(tensors) - used))
+    for where, prefix, kind in found:
+        tensors = containers[where]
+        module_keys = {key[len(prefix) :]: key for key in tensors if _belongs(key, prefix, kind)}
+        used.update(_joined(where, key) for key in module_keys.values())
+        name = prefix[:-1] if len(holders) == 1 else _joined(where, prefix[:-1])
+        module = {short: tensors[key] for short, key in module_keys.items()}
+        lstms.append(_read_lstm(path, name, module, kind, notes))
+    every_tensor = {_joined(where, key) for where, tensors in containers.items() for key in tensors}
+    return ModelContents(sorted(lstms, key=lambda lstm: lstm.name), sorted(every_tensor - used))
+
+
+def _joined(where: str, key: str) -> str:
+    return f"{where}.{key}" if where and key else where or key
+
+
+def _containers(loaded: Mapping[Any, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The tensors of ``loaded`` grouped by the dict (or list) directly holding them, by that container's
+    dotted path ("" for the top level: a plain state_dict), and the paths of the entries that are not tensors.
+    A training checkpoint's model state_dict is then one container among others (optimizer state, ...)."""
+    import torch
+
+    containers: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+
+    def walk(where: str, node: Any) -> None:
+        items = node.items() if isinstance(node, Mapping) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, torch.Tensor):
+                containers.setdefault(where, {})[str(key)] = value
+            elif isinstance(value, Mapping | list | tuple) and value:
+                walk(_joined(where, str(key)), value)
+            else:
+                skipped.append(_joined(where, str(key)))
+
+    walk("", loaded)
+    return containers, skipped
+
+
+def _modules(tensors: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(prefix, "lstm" or "cell") of every nn.LSTM (``<prefix>weight_ih_l0``) and nn.LSTMCell
+    (``<prefix>weight_ih`` beside ``<prefix>weight_hh``) in one state_dict, prefixes at module boundaries."""
+    found = [(prefix, "lstm") for prefix in lstm_prefixes(tensors)]
+    for key in tensors:
+        if key == "weight_ih" or key.endswith(".weight_ih"):
+            prefix = key[: -len("weight_ih")]
+            if f"{prefix}weight_hh" in tensors and f"{prefix}{_FIRST_KEY}" not in tensors:
+                found.append((prefix, "cell"))
+    return sorted(found)
 
 
 def lstm_prefixes(keys: Mapping[str, Any]) -> list[str]:
@@ -187,35 +251,50 @@ def lstm_prefixes(keys: Mapping[str, Any]) -> list[str]:
     return sorted(prefix for prefix in found if prefix == "" or prefix.endswith("."))
 
 
-def _belongs(key: str, prefix: str) -> bool:
-    return key.startswith(prefix) and LSTM_KEY_PATTERN.match(key[len(prefix) :]) is not None
+def _belongs(key: str, prefix: str, kind: str) -> bool:
+    if not key.startswith(prefix):
+        return False
+    rest = key[len(prefix) :]
+    return rest in CELL_KEYS if kind == "cell" else LSTM_KEY_PATTERN.match(rest) is not None
 
 
-def _unwrap(path: Path, loaded: Any) -> tuple[Mapping[str, Any], list[str]]:
-    if not isinstance(loaded, Mapping):
-        raise InputFileError(
-            f"{path}: holds a {type(loaded).__name__}, not a state_dict (a dict of tensors such as model.state_dict())"
-        )
-    for wrapper in WRAPPER_KEYS:
-        inner = loaded.get(wrapper)
-        if isinstance(inner, Mapping) and not any(str(key).endswith(_FIRST_KEY) for key in loaded):
-            others = sorted(str(key) for key in loaded if key != wrapper)
-            note = f"read the state_dict stored under {wrapper!r}"
-            return inner, [note + (f"; other entries left alone: {', '.join(others[:6])}" if others else "")]
-    return loaded, []
+def _container_notes(holders: list[str], loaded: Mapping[Any, Any], skipped: list[str]) -> list[str]:
+    """Where the state_dict was found and what was left alone beside it."""
+    if holders == [""]:
+        return [f"entries that are not tensors were left alone: {', '.join(sorted(skipped)[:6])}"] if skipped else []
+    top = {holder.split(".")[0] for holder in holders}
+    others = sorted(str(key) for key in loaded if str(key) not in top)
+    where = ", ".join(repr(holder) for holder in holders)
+    note = f"read the state_dict stored under {where}"
+    return [note + (f"; other entries left alone: {', '.join(others[:6])}" if others else "")]
 
 
-def _read_lstm(path: Path, name: str, tensors: Mapping[str, Any], shared_notes: list[str]) -> FoundLSTM:
+def _read_lstm(path: Path, name: str, tensors: Mapping[str, Any], kind: str, shared_notes: list[str]) -> FoundLSTM:
     import torch
 
     notes = list(shared_notes)
     if any(tensor.dtype == torch.bfloat16 for tensor in tensors.values()):
         notes.append("stored in bfloat16, which NumPy lacks; read as float32 (exact)")
         tensors = {key: t.float() if t.dtype == torch.bfloat16 else t for key, t in tensors.items()}
-    where = f"the LSTM {name!r}" if name else "the LSTM"
+    module = "nn.LSTMCell" if kind == "cell" else "nn.LSTM"
+    what = "LSTMCell" if kind == "cell" else "LSTM"
+    where = f"the {what} {name!r}" if name else f"the {what}"
     try:
-        weights = from_state_dict(tensors)
+        weights = from_state_dict(
+            {CELL_KEYS[key]: value for key, value in tensors.items()} if kind == "cell" else tensors
+        )
     except LSTMConformanceError as error:
         prefix = f"{name}." if name else ""
-        raise InputFileError(f"{path}: {where} (keys {prefix}*) does not fit nn.LSTM's layout: {error}") from None
-    return FoundLSTM(name=name, weights=weights, implementation="torch", notes=notes)
+        raise InputFileError(f"{path}: {where} (keys {prefix}*) does not fit {module}'s layout: {error}") from None
+    assumptions = [BATCH_LAYOUT_ASSUMPTION, PACKING_ASSUMPTION]
+    if kind == "cell":
+        notes.append(f"an nn.LSTMCell state_dict ({', '.join(sorted(tensors))}), read as a one-layer LSTM")
+        assumptions.insert(0, CELL_LOOP_ASSUMPTION)
+    return FoundLSTM(
+        name=name,
+        weights=weights,
+        implementation="torch-cell" if kind == "cell" else "torch",
+        notes=notes,
+        batch_first=None,
+        assumptions=assumptions,
+    )

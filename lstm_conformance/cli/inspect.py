@@ -61,8 +61,9 @@ def _print(listing: dict[str, Any], lstms: list[FoundLSTM]) -> None:
     for entry, found in zip(listing["lstms"], lstms, strict=True):
         options = ", ".join(f"{k}={v}" for k, v in entry["implementation_options"].items())
         runs = f"{entry['implementation']}{f' ({options})' if options else ''}"
-        layout = "batch-first" if entry["batch_first"] else "time-major"
-        print(f"LSTM {entry['name']!r}: runs with {runs}; the file's model takes {layout} input")
+        layout = {True: "batch-first", False: "time-major"}.get(entry["batch_first"])
+        takes = f"the file's model takes {layout} input" if layout else "batch layout: not stored in the file"
+        print(f"LSTM {entry['name']!r}: runs with {runs}; {takes}")
         print(f"  config: {describe_config(found.weights.config)}; weights {entry['dtype']}")
         print(f"  features: {', '.join(entry['features']) or 'none beyond a plain LSTM'}")
         print("  parameters (canonical layout, gate order i, f, g, o):")

@@ -224,7 +224,7 @@ BAD_INPUTS: dict[str, tuple[Make, str]] = {
     "peepholes-into-torch": (_peepholes_into_torch, "does not support peepholes"),
     "projection-into-keras": (_projection_into_keras, "proj_size"),
     "missing-source": (_missing_source, "nothing.pt: no such file; check the path"),
-    "missing-checkpoint": (_missing_checkpoint, "model.ckpt: no such checkpoint prefix"),
+    "missing-checkpoint": (_missing_checkpoint, "model.ckpt: not a TF checkpoint prefix"),
     "missing-directory": (_missing_destination_directory, "no/such/dir: no such directory"),
     "forget-bias-without-tf": (_forget_bias_without_tf, "--forget-bias applies to tf-checkpoint files only"),
     "usage": (_usage, "the following arguments are required: DST; see 'lstm-conformance convert --help'"),

@@ -52,11 +52,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
-from lstm_conformance.adapters.keras_layer import (
+from lstm_conformance.adapters.layouts.keras import (
     KERAS3,
     TF_KERAS,
     KerasFlavor,
-    build_keras_model,
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
@@ -427,6 +426,8 @@ class KerasFormat(FileFormat):
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
         refuse_options(options, ("dtype",), f"the {self.name} format")
         dtype = _write_dtype(weights, options)
+        from lstm_conformance.adapters.keras_layer import build_keras_model
+
         model = build_keras_model(weights, KERAS3, dtype)
         _save_renamed(path, "model.keras", model.save)
         return [f"written with Keras 3 as a {dtype} model: input [batch, time, {weights.config.input_size}]"]
@@ -474,6 +475,8 @@ class KerasH5Format(FileFormat):
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
         refuse_options(options, ("dtype",), f"the {self.name} format")
         dtype = _write_dtype(weights, options)
+        from lstm_conformance.adapters.keras_layer import build_keras_model
+
         model = build_keras_model(weights, KERAS3, dtype)
         if path.name.lower().endswith(".weights.h5"):
             _save_renamed(path, "model.weights.h5", model.save_weights)

@@ -219,7 +219,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("cell clip", {"cell_clip": 3.0}, "cell_clip"),
     ("gate clip", {"gate_clip": 3.0}, "gate_clip"),
     ("input forget", {"input_forget": True}, "input_forget"),
-    ("differing activations", {"cell_output_activation": Activation("relu")}, "different cell input"),
+    ("differing activations", {"cell_output_activation": Activation("relu")}, "`activation` serves both"),
     ("unknown activation", {"gate_activation": Activation("elu", 1.0)}, "activation elu(1.0)"),
 ]
 
@@ -260,7 +260,10 @@ def test_refuses_the_other_hard_sigmoid(name: str, foreign: str, hint: str) -> N
 
 @pytest.mark.parametrize(
     ("options", "feature"),
-    [(RunOptions(dtype="float16"), "dtype float16"), (RunOptions(device="cuda"), "device cuda")],
+    [
+        (RunOptions(dtype="float16"), "runs float64 and float32 only, not float16$"),
+        (RunOptions(device="cuda"), "runs on cpu only, not cuda$"),
+    ],
 )
 def test_refuses_options_it_cannot_honour(options: RunOptions, feature: str) -> None:
     implementation = _implementation("keras")

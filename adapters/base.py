@@ -14,18 +14,29 @@ A third party writes a subclass of ``Implementation`` (or any object with the sa
 
 ``run`` must raise ``UnsupportedFeatureError`` for a config it cannot compute exactly (never approximate it),
 and must not silently ignore any field of ``RunInputs`` or ``RunOptions``.
+
+``Implementation.run`` is the one run skeleton: availability, ``check_supported``, one ``RunInputs.prepare``
+(inputs validated once), the subclass's ``_run_native`` on time-major inputs, then batch-first back. The project's
+adapters implement ``_run_native``; a third party may implement it too, or override ``run`` whole.
+
+Refusals are in the implementation's own words: ``refusal`` names the first thing it cannot run and why
+(``limits``), and ``check_supported`` adds which other implementation does run it (``alternatives``, then
+"reference"), asked of those implementations themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+import functools
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.errors import FrameworkMissingError, LSTMConformanceError, UnsupportedFeatureError
 from lstm_conformance.reference.inputs import PreparedInputs, prepare_inputs
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 from lstm_conformance.reference.lstm import LSTMGradients
@@ -143,12 +154,91 @@ class RunResult:
     gradients: Gradients | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The first thing an implementation cannot run: ``feature`` (a ``LSTMConfig.features()`` name, "dtype
+    float16", ...), ``limit`` (a clause naming the implementation and its own limit), ``fix`` (what to change
+    instead of the implementation, if anything), ``purpose`` (what the alternatives would be used for) and
+    ``asked`` (the dtype or device asked for, said where no alternative runs it)."""
+
+    feature: str
+    limit: str
+    fix: str = ""
+    purpose: str = ""
+    asked: str = ""
+
+
+class ImplementationLimitError(UnsupportedFeatureError):
+    """UnsupportedFeatureError in an implementation's own words: "tf-block runs float32 and float16 only
+    (TensorFlow's BlockLSTM kernel); use tf-cell or reference for float64". ``framework`` holds the
+    implementation's name, ``hint`` what to do instead."""
+
+    def __init__(self, implementation: str, refusal: Refusal, instead: str) -> None:
+        self.framework = implementation
+        self.feature = refusal.feature
+        self.hint = instead
+        limit = f"{refusal.limit}, not {refusal.asked}" if refusal.asked and not refusal.purpose else refusal.limit
+        LSTMConformanceError.__init__(self, f"{limit}; {instead}" if instead else limit)
+
+
+#: True while other implementations are asked whether they run a refused case (their own refusals then need
+#: no alternatives, which would ask again).
+_probing: ContextVar[bool] = ContextVar("probing", default=False)
+
+
+@contextmanager
+def _asking_others() -> Iterator[None]:
+    token = _probing.set(True)
+    try:
+        yield
+    finally:
+        _probing.reset(token)
+
+
+@functools.cache
+def _builtin(name: str) -> Implementation | None:
+    """A built-in implementation by name, built once, for asking what it runs (None for an unknown name)."""
+    from lstm_conformance.adapters.registry import BUILTIN, load_object
+
+    return load_object(BUILTIN[name]) if name in BUILTIN else None
+
+
+def _who_runs(names: tuple[str, ...], config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> list[str]:
+    """Those of ``names`` whose own ``check_supported`` accepts the case."""
+    running = []
+    with _asking_others():
+        for name in names:
+            other = _builtin(name)
+            try:
+                if other is not None:
+                    other.check_supported(config, inputs, options)
+                    running.append(name)
+            except UnsupportedFeatureError:
+                continue
+    return running
+
+
+def batch_major(result: RunResult) -> RunResult:
+    """A time-major result (y [T, B, ...], gradients.x [T, B, I]) as the batch-first caller has it."""
+    gradients = result.gradients
+    if gradients is not None:
+        gradients = replace(gradients, x=np.ascontiguousarray(gradients.x.swapaxes(0, 1)))
+    return replace(result, y=np.ascontiguousarray(result.y.swapaxes(0, 1)), gradients=gradients)
+
+
 class Implementation:
-    """Base class of an implementation; subclasses set ``name`` and implement the three methods."""
+    """Base class of an implementation; subclasses set ``name`` and implement ``capabilities`` and
+    ``_run_native`` (or ``run``), and ``unavailable_reason`` where they need a framework."""
 
     name: str = ""
-    #: The framework this runs in, for messages ("PyTorch", "TensorFlow", ...).
+    #: The framework this runs in, for the report ("PyTorch", "TensorFlow", ...).
     framework: str = ""
+    #: Why this implementation lacks a feature (``LSTMConfig.features()`` name, or an activation role such as
+    #: "gate_activation"), or has a dtype/device/input limit ("dtype", "device", "gradients", "seq_lens",
+    #: "initial_state"), in words of its own; refusals quote it.
+    limits: ClassVar[Mapping[str, str]] = {}
+    #: Implementations to suggest, before "reference", where they run what this one refuses.
+    alternatives: ClassVar[tuple[str, ...]] = ()
 
     def capabilities(self) -> Capabilities:
         raise NotImplementedError
@@ -159,41 +249,82 @@ class Implementation:
         return None
 
     def run(self, weights: LSTMWeights, inputs: RunInputs, options: RunOptions) -> RunResult:
+        """Run natively: refuse what it cannot run, validate the inputs once, run ``_run_native`` on the
+        time-major inputs and give y and the gradient of x back in the caller's layout."""
+        reason = self.unavailable_reason()
+        if reason:
+            raise FrameworkMissingError(reason)
+        self.check_supported(weights.config, inputs, options)
+        prepared = inputs.prepare(weights.config)
+        result = self._run_native(weights, prepared, options)
+        return batch_major(result) if inputs.batch_first else result
+
+    def _run_native(self, weights: LSTMWeights, prepared: PreparedInputs, options: RunOptions) -> RunResult:
+        """The native run on validated, time-major inputs (``prepared.batch_first`` says how the caller gave
+        them): y [T, B, dirs*Hout] and, when ``prepared.wants_gradients``, Gradients with x [T, B, I]."""
         raise NotImplementedError
 
     def check_supported(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> None:
         """Raise UnsupportedFeatureError for the first thing in ``config``, ``inputs`` or ``options`` this
-        implementation cannot compute exactly; the message names the implementation and what to do instead."""
+        implementation cannot compute exactly; the message names its own limit and who runs it instead."""
+        refused = self.refusal(config, inputs, options)
+        if refused is None:
+            return
+        others = () if _probing.get() else (*self.alternatives, "reference")
+        running = _who_runs(tuple(name for name in others if name != self.name), config, inputs, options)
+        instead = [refused.fix] if refused.fix else []
+        if running:
+            instead.append(f"use {' or '.join(running[:2])}{refused.purpose}")
+        else:
+            refused = replace(refused, purpose="")  # nothing to use it for: the message says what was asked
+        raise ImplementationLimitError(self.name, refused, " or ".join(instead))
+
+    def refusal(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> Refusal | None:
+        """The first thing of ``config``, ``inputs`` or ``options`` beyond ``capabilities()``, or None."""
         caps = self.capabilities()
-        framework = self.framework or self.name
-        elsewhere = "another implementation ('reference' runs every feature)"
         missing = caps.unsupported(config)
         if missing:
-            raise UnsupportedFeatureError(framework, missing[0], f"implementation {self.name!r}: use {elsewhere}")
+            return self.feature_refusal(missing[0])
         if options.dtype not in caps.dtypes:
-            raise UnsupportedFeatureError(
-                framework, f"dtype {options.dtype}", f"implementation {self.name!r} runs {', '.join(caps.dtypes)}"
-            )
+            runs = f"{self.name} runs {' and '.join(caps.dtypes)} only{self._why('dtype')}"
+            return Refusal(f"dtype {options.dtype}", runs, purpose=f" for {options.dtype}", asked=options.dtype)
         if options.device not in caps.devices:
-            raise UnsupportedFeatureError(
-                framework, f"device {options.device}", f"implementation {self.name!r} runs on {', '.join(caps.devices)}"
-            )
+            runs = f"{self.name} runs on {' and '.join(caps.devices)} only{self._why('device')}"
+            return Refusal(f"device {options.device}", runs, purpose=f" on {options.device}", asked=options.device)
         if inputs is None:
-            return
+            return None
         unsupported_inputs = (
-            (inputs.wants_gradients and not caps.gradients, "gradients", "run it forward only"),
-            (inputs.seq_lens is not None and not caps.seq_lens, "per-sample sequence lengths", "give full lengths"),
+            (
+                inputs.wants_gradients and not caps.gradients,
+                "gradients",
+                "computes no gradients",
+                "run it forward only",
+            ),
+            (
+                inputs.seq_lens is not None and not caps.seq_lens,
+                "seq_lens",
+                "takes no per-sample lengths",
+                "give full lengths",
+            ),
             (
                 (inputs.h0 is not None or inputs.c0 is not None) and not caps.initial_state,
-                "initial states",
+                "initial_state",
+                "takes no initial states",
                 "start from zero states",
             ),
         )
-        for refused, feature, fix in unsupported_inputs:
+        for refused, feature, limit, fix in unsupported_inputs:
             if refused:
-                raise UnsupportedFeatureError(
-                    framework, feature, f"implementation {self.name!r}: {fix}, or use {elsewhere}"
-                )
+                return Refusal(feature, f"{self.name} {limit}{self._why(feature)}", fix)
+        return None
+
+    def feature_refusal(self, feature: str) -> Refusal:
+        """A feature of the config it lacks: in the words of ``limits`` where it has some."""
+        why = self.limits.get(feature.split("=")[0])
+        return Refusal(feature, f"{self.name}: {why}" if why else f"{self.name} does not run {feature}")
+
+    def _why(self, key: str) -> str:
+        return f" ({self.limits[key]})" if key in self.limits else ""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -1,21 +1,10 @@
 """Flax's LSTM cells (``flax.linen.LSTMCell`` and ``flax.linen.OptimizedLSTMCell``) scanned over time with
 ``jax.lax.scan``, stacked and made bidirectional here, gradients by ``jax.vjp``.
 
-Layout (checked against flax 0.12.8, ``flax/linen/recurrent.py``): each cell has Dense layers ``ii``, ``if``,
-``ig``, ``io`` (input side, no bias, kernel [I, H]) and ``hi``, ``hf``, ``hg``, ``ho`` (hidden side, kernel
-[H, H], bias [H]); ``Dense`` computes ``x @ kernel + bias``; carry ``(c, h)``;
-``i = gate_fn(ii(x) + hi(h))``, likewise f and o, ``g = activation_fn(ig(x) + hg(h))``,
-``c' = f*c + i*g``, ``h' = o * activation_fn(c')``. ``OptimizedLSTMCell`` creates the same parameters (same
-names and shapes) and concatenates them into one matmul per side, gates split in the order i, f, g, o.
-(``flax.nnx``'s cells hold the same function under other names, ``if_`` and ``dense_i``/``dense_h``; linen's
-keep one parameter layout for both cells.)
-
-So: ``ii.kernel = W_i.T``, ``hi.kernel = R_i.T`` for each gate, and ``hi.bias = Wb_i + Rb_i``: Flax has one
-bias per gate, converting two biases sums them (the function is exact; the split between Wb and Rb is lost),
-and the gradient of each canonical bias is the gradient of that one bias.
-
-Native parameter names (``Gradients.native``): ``layers_{k}/{forward|reverse}/{ii|if|ig|io|hi|hf|hg|ho}/
-{kernel|bias}``, e.g. ``layers_0/forward/ii/kernel`` [I, H].
+The layout (Dense layers ``ii``...``ho`` per gate, one bias per gate, native names) is ``adapters.layouts.flax``.
+Each cell computes ``i = gate_fn(ii(x) + hi(h))``, likewise f and o, ``g = activation_fn(ig(x) + hg(h))``,
+``c' = f*c + i*g``, ``h' = o * activation_fn(c')``, carry ``(c, h)`` (flax 0.12.8, ``flax/linen/recurrent.py``);
+``OptimizedLSTMCell`` creates the same parameters and concatenates them into one matmul per side.
 
 Activations: ``gate_fn`` and ``activation_fn`` take any function; this adapter passes JAX's own
 (``FLAX_ACTIVATIONS``): ``jax.nn.hard_sigmoid`` is relu6(x + 3) / 6, Keras 3's hard sigmoid. ``activation_fn``
@@ -40,82 +29,33 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from lstm_conformance.reference.errors import FrameworkMissingError, UnsupportedFeatureError
-from lstm_conformance.reference.inputs import PreparedInputs
-from lstm_conformance.reference.layout import DIRECTIONS, GATES, Activation, LayerWeights, LSTMConfig, LSTMWeights
-
-#: Flax's Dense layer names per canonical gate: input side (no bias) and hidden side (with bias).
-INPUT_DENSE: dict[str, str] = {"i": "ii", "f": "if", "g": "ig", "o": "io"}
-HIDDEN_DENSE: dict[str, str] = {"i": "hi", "f": "hf", "g": "hg", "o": "ho"}
-
-#: Canonical activations this adapter gives Flax, as JAX's own functions (see ``_jax_activation``).
-FLAX_ACTIVATIONS: frozenset[str] = frozenset(
-    {"sigmoid", "tanh", "relu", "hard_sigmoid_keras3", "softsign", "softplus", "elu", "leaky_relu"}
+from lstm_conformance.adapters.base import (
+    Capabilities,
+    Gradients,
+    Implementation,
+    Refusal,
+    RunInputs,
+    RunOptions,
+    RunResult,
 )
-FLAX_FEATURES: frozenset[str] = frozenset({"num_layers", "bidirectional", "no_bias"})
+from lstm_conformance.adapters.layouts.flax import (
+    FLAX_ACTIVATIONS,
+    FLAX_FEATURES,
+    canonical_gradients,
+    layer_scope,
+    native_names,
+    to_flax_params,
+)
+from lstm_conformance.reference.errors import UnsupportedFeatureError
+from lstm_conformance.reference.inputs import PreparedInputs
+from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeights
 
-FlaxParams = dict[str, Any]
-
-
-def layer_scope(layer: int, direction: int) -> tuple[str, str]:
-    """The scope names of one layer and direction: ("layers_0", "forward")."""
-    return f"layers_{layer}", DIRECTIONS[direction]
-
-
-def to_flax_params(weights: LSTMWeights) -> FlaxParams:
-    """Canonical weights -> nested NumPy params ``{layers_k: {direction: {dense: {kernel, bias}}}}``
-    (float64; hidden-side bias = Wb + Rb)."""
-    params: FlaxParams = {}
-    for layer, per_direction in enumerate(weights.layers):
-        for direction, w in enumerate(per_direction):
-            scope, name = layer_scope(layer, direction)
-            params.setdefault(scope, {})[name] = _cell_params(w)
-    return params
-
-
-def _cell_params(w: LayerWeights) -> dict[str, dict[str, NDArray[Any]]]:
-    cell: dict[str, dict[str, NDArray[Any]]] = {}
-    hidden = w.R.shape[0] // len(GATES)
-    bias = w.Wb + w.Rb
-    for index, gate in enumerate(GATES):
-        rows = slice(index * hidden, (index + 1) * hidden)
-        cell[INPUT_DENSE[gate]] = {"kernel": np.ascontiguousarray(w.W[rows].T)}
-        cell[HIDDEN_DENSE[gate]] = {"kernel": np.ascontiguousarray(w.R[rows].T), "bias": bias[rows].copy()}
-    return cell
-
-
-def canonical_gradients(config: LSTMConfig, grads: FlaxParams) -> LSTMWeights:
-    """Gradients w.r.t. Flax params -> gradients w.r.t. canonical weights (both biases get the bias's)."""
-    layers = []
-    for layer in range(config.num_layers):
-        per_direction = []
-        for direction in range(config.num_directions):
-            scope, name = layer_scope(layer, direction)
-            cell = grads[scope][name]
-            W = np.concatenate([np.asarray(cell[INPUT_DENSE[g]]["kernel"], dtype=np.float64).T for g in GATES])
-            R = np.concatenate([np.asarray(cell[HIDDEN_DENSE[g]]["kernel"], dtype=np.float64).T for g in GATES])
-            bias = np.concatenate([np.asarray(cell[HIDDEN_DENSE[g]]["bias"], dtype=np.float64) for g in GATES])
-            per_direction.append(LayerWeights(W=W, R=R, Wb=bias, Rb=bias.copy()))
-        layers.append(per_direction)
-    return LSTMWeights(config, layers)
-
-
-def native_names(params: FlaxParams) -> dict[str, NDArray[np.float64]]:
-    """Flat ``{"layers_0/forward/ii/kernel": array}`` of a params (or gradients) tree, float64."""
-    flat: dict[str, NDArray[np.float64]] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}/{key}" if prefix else key, value)
-        else:
-            flat[prefix] = np.asarray(node, dtype=np.float64)
-
-    walk("", params)
-    return flat
+#: Why Flax's cells lack what they lack, in the refusals' words.
+LIMITS: dict[str, str] = {
+    "peepholes": "Flax's LSTM cells have no peepholes",
+    "proj_size": "Flax's LSTM cells have no proj_size",
+}
 
 
 def _jax_activation(activation: Activation) -> Callable[[Any], Any]:
@@ -145,6 +85,8 @@ class FlaxLSTMCell(Implementation):
 
     name = "flax"
     framework = "Flax"
+    limits = LIMITS
+    alternatives = ("flax-optimized",)
     cell_class = "LSTMCell"
 
     def capabilities(self) -> Capabilities:
@@ -179,43 +121,30 @@ class FlaxLSTMCell(Implementation):
         except RuntimeError:
             return False
 
-    def check_supported(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> None:
-        super().check_supported(config, inputs, options)
-        if config.cell_input_activation != config.cell_output_activation:
-            raise UnsupportedFeatureError(
-                self.framework,
-                f"cell_input_activation={config.cell_input_activation} with "
-                f"cell_output_activation={config.cell_output_activation}",
-                "Flax's activation_fn serves both",
-            )
+    def refusal(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> Refusal | None:
+        refused = super().refusal(config, inputs, options)
+        if refused is None and config.cell_input_activation != config.cell_output_activation:
+            limit = f"{self.name}: Flax's one activation_fn serves both cell input and cell output"
+            return Refusal("cell_output_activation", limit)
+        return refused
 
-    def run(self, weights: LSTMWeights, inputs: RunInputs, options: RunOptions) -> RunResult:
-        reason = self.unavailable_reason()
-        if reason:
-            raise FrameworkMissingError(reason)
-        config = weights.config
-        self.check_supported(config, inputs, options)
+    def _run_native(self, weights: LSTMWeights, prepared: PreparedInputs, options: RunOptions) -> RunResult:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        prepared = inputs.prepare(config)
         device = jax.devices("gpu" if options.device == "cuda" else "cpu")[0]
         precision = "default" if options.allow_tf32 else "highest"
         with jax.default_device(device), jax.default_matmul_precision(precision):
             outputs, grads = self._compute(weights, prepared, options.dtype)
         y, h_n, c_n = (np.asarray(array, dtype=np.float64) for array in outputs)
-        if inputs.batch_first:
-            y = y.swapaxes(0, 1)
         gradients = None
         if grads is not None:
             param_grads, grad_x, grad_h0, grad_c0 = grads
             gradients = Gradients(
-                x=np.asarray(grad_x, dtype=np.float64).swapaxes(0, 1)
-                if inputs.batch_first
-                else np.asarray(grad_x, dtype=np.float64),
+                x=np.asarray(grad_x, dtype=np.float64),
                 h0=np.asarray(grad_h0, dtype=np.float64),
                 c0=np.asarray(grad_c0, dtype=np.float64),
-                weights=canonical_gradients(config, param_grads),
+                weights=canonical_gradients(weights.config, param_grads),
                 native=native_names(param_grads),
             )
         return RunResult(y=y, h_n=h_n, c_n=c_n, math_mode=self._math_mode(options), gradients=gradients)
@@ -309,4 +238,5 @@ class FlaxOptimizedLSTMCell(FlaxLSTMCell):
     """``flax.linen.OptimizedLSTMCell``: the same parameters, fused into one matmul per side."""
 
     name = "flax-optimized"
+    alternatives = ("flax",)
     cell_class = "OptimizedLSTMCell"

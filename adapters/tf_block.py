@@ -14,16 +14,9 @@ The gate orders are proven by experiment in ``tests/test_adapter_tf.py`` (each o
 the reference; exactly the one written here matches). The cell itself is the canonical one: peepholes i and f
 read c_{t-1}, o reads the new (clipped) c; ``h = o * tanh(cs)``; ``ci`` is tanh.
 
-The mapping (``to_block``)::
-
-    w  = concat([W, R], axis=1) with gate rows reordered i,f,g,o -> the op's order, transposed
-    b  = Wb + Rb (less forget_bias on the f block for BlockLSTM), reordered the same way
-    wci, wcf, wco = P rows i, f, o (zeros, unread, without peepholes)
-
-Native names (gradients): ``w``, ``b``, ``wci``, ``wcf``, ``wco`` under ``cell_K/`` for a stack and ``fw/``,
-``bw/`` for the directions (``cell_1/bw/w``); one layer, one direction: plain ``w``. A stack is a chain of op
-calls (layer K > 0 reads [fw, bw] of layer K-1); the reverse direction runs the op on the time-reversed input.
-The ops have one ``seq_len_max`` and no per-sample lengths, so ragged batches are refused.
+The layout (``w``, ``b``, peepholes, gate orders, native names) is ``adapters.layouts.tf``, shared with the cells.
+A stack is a chain of op calls (layer K > 0 reads [fw, bw] of layer K-1); the reverse direction runs the op on
+the time-reversed input. The ops have one ``seq_len_max`` and no per-sample lengths, so ragged batches are refused.
 
 Two TensorFlow defects, each shown by a test: (1) the gradient kernels (``BlockLSTMGrad``, ``BlockLSTMGradV2``)
 take no ``cell_clip`` and differentiate as if c were never clipped, so gradients with ``cell_clip`` are refused;
@@ -35,63 +28,50 @@ runs TF's registered (wrong) gradient instead, for a report on what training wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import Capabilities, Gradients, Implementation, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.tf_cell import (
-    folded_bias,
-    fused_kernel,
-    import_tensorflow,
-    numpy64,
-    split_fused_kernel,
-    tape_gradients,
-    tensorflow_unavailable_reason,
+from lstm_conformance.adapters.base import (
+    Capabilities,
+    Implementation,
+    Refusal,
+    RunInputs,
+    RunOptions,
+    RunResult,
 )
-from lstm_conformance.reference.errors import LSTMConformanceError, UnsupportedFeatureError
-from lstm_conformance.reference.layout import GATES, FloatArray, LayerWeights, LSTMConfig, LSTMWeights, reorder_gates
+from lstm_conformance.adapters.frameworks import import_tensorflow, tensorflow_unavailable_reason
+from lstm_conformance.adapters.layouts.tf import (
+    BLOCK_LSTM_GATES,
+    BLOCK_LSTM_V2_GATES,
+    PARAMETER_INPUTS,
+    block_gradients,
+    block_prefix,
+    present_block_gradients,
+    to_block_variables,
+)
+from lstm_conformance.adapters.tf_cell import numpy64, tape_gradients
+from lstm_conformance.reference.errors import LSTMConformanceError
+from lstm_conformance.reference.inputs import PreparedInputs
+from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
-#: Gate blocks of ``w`` and ``b`` in canonical names.
-BLOCK_LSTM_GATES: tuple[str, ...] = ("i", "g", "f", "o")  # BlockLSTM: i, ci, f, o
-BLOCK_LSTM_V2_GATES: tuple[str, ...] = ("i", "f", "g", "o")  # BlockLSTMV2: i, f, ci, o
-#: The op's peephole inputs, in canonical PEEPHOLES order (i, f, o).
-PEEPHOLE_INPUTS: tuple[str, ...] = ("wci", "wcf", "wco")
-PARAMETER_INPUTS: tuple[str, ...] = ("w", "b", *PEEPHOLE_INPUTS)
+#: Why the ops lack what they lack, in the refusals' words.
+LIMITS: dict[str, str] = {
+    "dtype": "TensorFlow's BlockLSTM kernel",
+    "seq_lens": "the op has one seq_len_max",
+    "proj_size": "the BlockLSTM ops have no proj_size",
+    "proj_clip": "the BlockLSTM ops have no proj_clip",
+    "gate_clip": "the BlockLSTM ops clip the cell state (cell_clip), never the gates (gate_clip)",
+    "input_forget": "the BlockLSTM ops have no input_forget",
+    "gate_activation": "the BlockLSTM ops have sigmoid gates only",
+    "cell_input_activation": "the BlockLSTM ops have tanh only",
+    "cell_output_activation": "the BlockLSTM ops have tanh only",
+}
+V2_LIMITS: dict[str, str] = {**LIMITS, "dtype": "TensorFlow's BlockLSTMV2 kernel"}
 _F64 = NDArray[np.float64]
-
-
-def native_prefix(config: LSTMConfig, layer: int, direction: int) -> str:
-    """``cell_K/`` for a stack, then ``fw/``/``bw/`` when bidirectional; "" for one layer, one direction."""
-    prefix = f"cell_{layer}/" if config.num_layers > 1 else ""
-    return prefix + (("fw/", "bw/")[direction] if config.bidirectional else "")
-
-
-def to_block(weights: LayerWeights, gates: tuple[str, ...], forget_bias: float) -> dict[str, FloatArray]:
-    """One canonical layer/direction as the op's ``w``, ``b``, ``wci``, ``wcf``, ``wco`` (the fused kernel and
-    folded bias of ``tf_cell``, in the op's gate order)."""
-    hidden = weights.W.shape[0] // len(GATES)
-    arrays = {"w": fused_kernel(weights, gates), "b": folded_bias(weights, gates, forget_bias)}
-    for row, name in enumerate(PEEPHOLE_INPUTS):
-        arrays[name] = weights.P[row].copy() if weights.P is not None else np.zeros(hidden, dtype=weights.W.dtype)
-    return arrays
-
-
-def from_block_gradients(
-    grads: Mapping[str, FloatArray], gates: tuple[str, ...], input_size: int, peepholes: bool
-) -> LayerWeights:
-    """Gradients of the op's inputs as canonical gradients (``b`` feeds both Wb and Rb)."""
-    W, R = split_fused_kernel(grads["w"], gates, input_size)
-    bias = reorder_gates(grads["b"], gates, GATES)
-    return LayerWeights(
-        W=W,
-        R=R,
-        Wb=bias,
-        Rb=bias.copy(),
-        P=np.stack([grads[name] for name in PEEPHOLE_INPUTS]) if peepholes else None,
-    )
 
 
 class _BlockOp:
@@ -185,6 +165,8 @@ class TFBlock(Implementation):
 
     name = "tf-block"
     framework = "TensorFlow"
+    limits = LIMITS
+    alternatives = ("tf-block-v2", "tf-cell")
 
     def __init__(self, forget_bias: float = 1.0) -> None:
         if not isinstance(forget_bias, int | float) or not np.isfinite(forget_bias):
@@ -211,27 +193,23 @@ class TFBlock(Implementation):
     def unavailable_reason(self) -> str | None:
         return tensorflow_unavailable_reason()
 
-    def check_supported(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> None:
-        super().check_supported(config, inputs, options)
-        if inputs is not None and inputs.wants_gradients and config.cell_clip is not None:
-            raise UnsupportedFeatureError(
-                f"{self.framework} {self.name}",
-                "gradients with cell_clip",
-                "TF's BlockLSTMGrad kernels differentiate as if c were never clipped; run forward only or use tf-cell",
-            )
+    def refusal(self, config: LSTMConfig, inputs: RunInputs | None, options: RunOptions) -> Refusal | None:
+        refused = super().refusal(config, inputs, options)
+        if refused is None and inputs is not None and inputs.wants_gradients and config.cell_clip is not None:
+            limit = f"{self.name}: TF's gradient kernels differentiate as if cell_clip never clipped"
+            return Refusal("gradients with cell_clip", limit, "run it forward only")
+        return refused
 
     def _op(self, tf: Any, config: LSTMConfig) -> _BlockOp:
         return _BlockOp(tf, config, self.forget_bias)
 
-    def run(self, weights: LSTMWeights, inputs: RunInputs, options: RunOptions) -> RunResult:
+    def _run_native(self, weights: LSTMWeights, prepared: PreparedInputs, options: RunOptions) -> RunResult:
         config = weights.config
-        self.check_supported(config, inputs, options)
-        prepared = inputs.prepare(config)
         tf = import_tensorflow()
         dtype = tf.as_dtype(options.dtype)
         with tf.device("/CPU:0"):
             op = self._op(tf, config)
-            native_arrays = self._native(weights, op)
+            native_arrays = to_block_variables(weights, op.gates, op.forget_bias)
             params = {
                 name: tf.Variable(np.asarray(a, dtype=options.dtype), name=name) for name, a in native_arrays.items()
             }
@@ -241,54 +219,11 @@ class TFBlock(Implementation):
                 y, h_n, c_n = _run_stack(tf, op, config, x, h0, c0, params)
             gradients = None
             if prepared.wants_gradients:
-                grad_x, grad_h0, grad_c0, native = tape_gradients(
-                    tf, tape, (y, h_n, c_n), prepared, (x, h0, c0), params, dtype
-                )
-                gradients = Gradients(
-                    x=grad_x.swapaxes(0, 1) if inputs.batch_first else grad_x,
-                    h0=grad_h0,
-                    c0=grad_c0,
-                    weights=self._canonical_gradients(config, native, op.gates),
-                    native=self._present(config, native),
-                )
-        y_out = numpy64(y)
-        return RunResult(
-            y=y_out.swapaxes(0, 1) if inputs.batch_first else y_out,
-            h_n=numpy64(h_n),
-            c_n=numpy64(c_n),
-            math_mode=options.dtype,
-            gradients=gradients,
-        )
-
-    @staticmethod
-    def _native(weights: LSTMWeights, op: _BlockOp) -> dict[str, FloatArray]:
-        config = weights.config
-        return {
-            native_prefix(config, layer, direction) + name: array
-            for layer, per_direction in enumerate(weights.layers)
-            for direction, layer_weights in enumerate(per_direction)
-            for name, array in to_block(layer_weights, op.gates, op.forget_bias).items()
-        }
-
-    @staticmethod
-    def _present(config: LSTMConfig, native: dict[str, _F64]) -> dict[str, _F64]:
-        """Native gradients of the parameters the model has (the peephole inputs only with peepholes)."""
-        unread = () if config.peepholes else PEEPHOLE_INPUTS
-        return {name: g for name, g in native.items() if name.rsplit("/", 1)[-1] not in unread}
-
-    @staticmethod
-    def _canonical_gradients(config: LSTMConfig, native: dict[str, _F64], gates: tuple[str, ...]) -> LSTMWeights:
-        layers = []
-        for layer in range(config.num_layers):
-            per_direction = []
-            for direction in range(config.num_directions):
-                prefix = native_prefix(config, layer, direction)
-                grads = {name: native[prefix + name] for name in PARAMETER_INPUTS}
-                per_direction.append(
-                    from_block_gradients(grads, gates, config.layer_input_size(layer), config.peepholes)
-                )
-            layers.append(per_direction)
-        return LSTMWeights(config, layers)
+                canonical = functools.partial(block_gradients, config, gates=op.gates)
+                gradients = tape_gradients(tf, tape, (y, h_n, c_n), prepared, (x, h0, c0), params, canonical)
+                # The op takes peephole inputs whatever the config; the model has them only with peepholes.
+                gradients.native = present_block_gradients(config, gradients.native)
+        return RunResult(numpy64(y), numpy64(h_n), numpy64(c_n), options.dtype, gradients)
 
 
 class TFBlockV2(TFBlock):
@@ -296,6 +231,8 @@ class TFBlockV2(TFBlock):
     or with ``registered_gradient=True`` by the gradient TF registers for the op (BlockLSTMGrad: wrong gates)."""
 
     name = "tf-block-v2"
+    limits = V2_LIMITS
+    alternatives = ("tf-block", "tf-cell")
 
     def __init__(self, registered_gradient: bool = False) -> None:
         super().__init__(forget_bias=0.0)
@@ -327,7 +264,7 @@ def _run_stack(
         outputs = []
         for direction in range(config.num_directions):
             index = layer * config.num_directions + direction
-            prefix = native_prefix(config, layer, direction)
+            prefix = block_prefix(config, layer, direction)
             cell_params = {name: params[prefix + name] for name in PARAMETER_INPUTS}
             sequence = layer_input if direction == 0 else tf.reverse(layer_input, axis=[0])
             h_seq, cs_seq = op(sequence, c0[index], h0[index], cell_params)

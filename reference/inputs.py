@@ -25,7 +25,8 @@ class PreparedInputs:
     ``x`` [T, B, I]; ``h0`` [L*D, B, Hout]; ``c0`` [L*D, B, H] (zeros where not given); ``seq_lens`` [B] int64
     (T for every sample where not given) and ``ragged`` whether any sample is shorter than T; cotangents
     ``dy`` [T, B, D*Hout], ``dh_n``, ``dc_n`` (zeros where not given; None only when ``wants_gradients`` is
-    False).
+    False). How the caller gave them: ``batch_first``, ``lengths_given`` (seq_lens given, even if all are T) and
+    ``states_given`` (h0 or c0 given), for implementations whose native call differs with them.
     """
 
     x: F64
@@ -37,6 +38,9 @@ class PreparedInputs:
     dy: F64 | None
     dh_n: F64 | None
     dc_n: F64 | None
+    batch_first: bool = False
+    lengths_given: bool = False
+    states_given: bool = False
 
     @property
     def steps(self) -> int:
@@ -96,6 +100,9 @@ def prepare_inputs(
         dy=None if not wants_gradients else np.zeros(y_shape) if dy is None else _as_f64("dy", dy, y_shape),
         dh_n=None if not wants_gradients else np.zeros(h_shape) if dh_n is None else _as_f64("dh_n", dh_n, h_shape),
         dc_n=None if not wants_gradients else np.zeros(c_shape) if dc_n is None else _as_f64("dc_n", dc_n, c_shape),
+        batch_first=batch_first,
+        lengths_given=seq_lens is not None,
+        states_given=h0 is not None or c0 is not None,
     )
 
 

@@ -12,7 +12,8 @@ pytest.importorskip("jax", reason="jax is not installed (pip install 'lstm-confo
 pytest.importorskip("flax", reason="flax is not installed (pip install 'lstm-conformance[jax]')")
 
 from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.flax_cell import FlaxLSTMCell, FlaxOptimizedLSTMCell, to_flax_params
+from lstm_conformance.adapters.flax_cell import FlaxLSTMCell, FlaxOptimizedLSTMCell
+from lstm_conformance.adapters.layouts.flax import to_flax_params
 from lstm_conformance.adapters.reference_impl import reference_run
 from lstm_conformance.adapters.registry import get_implementation
 from lstm_conformance.reference.errors import UnsupportedFeatureError

@@ -16,25 +16,20 @@ import numpy as np
 import pytest
 
 from lstm_conformance.adapters.base import RunInputs, RunOptions
-from lstm_conformance.adapters.reference_impl import reference_run
-from lstm_conformance.adapters.registry import get_implementation
-from lstm_conformance.adapters.tf_block import (
+from lstm_conformance.adapters.layouts.tf import (
     BLOCK_LSTM_GATES,
     BLOCK_LSTM_V2_GATES,
-    TFBlock,
-    TFBlockV2,
-    from_block_gradients,
-    to_block,
-)
-from lstm_conformance.adapters.tf_cell import (
     TF_CELL_GATES,
-    TFCell,
     folded_bias,
-    from_tf_cell,
+    from_block_gradients,
     fused_kernel,
     native_prefix,
-    to_tf_cell,
+    to_block,
 )
+from lstm_conformance.adapters.reference_impl import reference_run
+from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.adapters.tf_block import TFBlock, TFBlockV2
+from lstm_conformance.adapters.tf_cell import TFCell
 from lstm_conformance.reference.errors import UnsupportedFeatureError
 from lstm_conformance.reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights
 from lstm_conformance.reference.lstm import lstm_forward, lstm_forward_backward
@@ -172,25 +167,6 @@ def test_tf_cell_batch_first_and_forward_only() -> None:
     assert result.y.shape == (BATCH, STEPS, HIDDEN)
 
 
-@pytest.mark.parametrize("forget_bias", [0.0, 0.5, 1.0, 0.1])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tf_cell_mapping_round_trips_bit_for_bit(forget_bias: float, dtype: type) -> None:
-    rng = np.random.default_rng(5)
-    arrays: dict[str, np.ndarray] = {
-        "kernel": rng.normal(size=(INPUT + 2, 4 * HIDDEN)).astype(dtype),
-        "bias": rng.normal(size=4 * HIDDEN).astype(dtype),
-        "w_i_diag": rng.normal(size=HIDDEN).astype(dtype),
-        "w_f_diag": rng.normal(size=HIDDEN).astype(dtype),
-        "w_o_diag": rng.normal(size=HIDDEN).astype(dtype),
-        "projection/kernel": rng.normal(size=(HIDDEN, 2)).astype(dtype),
-    }
-    back = to_tf_cell(from_tf_cell(arrays, INPUT, forget_bias), forget_bias)
-    assert set(back) == set(arrays)
-    for name, array in arrays.items():
-        assert back[name].dtype == array.dtype
-        assert back[name].tobytes() == array.tobytes(), name
-
-
 def test_tf_cell_gate_order_proven_by_experiment() -> None:
     """Of the 24 gate orders, exactly TF_CELL_GATES (i, j, f, o) makes TF's own BasicLSTMCell, stepped once with
     kernel and bias laid out in that order, compute the reference's step."""
@@ -222,16 +198,20 @@ def test_tf_cell_gate_order_proven_by_experiment() -> None:
 def test_tf_cell_refusals_name_the_problem() -> None:
     rng = np.random.default_rng(0)
     peepholes = LSTMConfig(INPUT, HIDDEN, peepholes=True)
-    with pytest.raises(UnsupportedFeatureError, match="BasicLSTMCell does not support peepholes"):
+    with pytest.raises(
+        UnsupportedFeatureError,
+        match=r"^tf-cell \(cell='basic'\): BasicLSTMCell has no peepholes; run it with cell='lstm' or use reference",
+    ):
         TFCell(cell="basic").run(random_weights(peepholes, rng), _inputs(peepholes, rng), RunOptions())
     mixed = LSTMConfig(INPUT, HIDDEN, cell_input_activation=Activation("relu"))
-    with pytest.raises(UnsupportedFeatureError, match="its one `activation` serves both"):
+    with pytest.raises(UnsupportedFeatureError, match=r"^tf-cell: TF's one cell `activation` serves both"):
         TFCell().run(random_weights(mixed, rng), _inputs(mixed, rng), RunOptions())
     clip = LSTMConfig(INPUT, HIDDEN, gate_clip=1.0)
-    with pytest.raises(UnsupportedFeatureError, match="TensorFlow does not support gate_clip"):
+    with pytest.raises(UnsupportedFeatureError, match=r"^tf-cell: .*never the gates \(gate_clip\); use reference$"):
         TFCell().run(random_weights(clip, rng), _inputs(clip, rng), RunOptions())
     plain = LSTMConfig(INPUT, HIDDEN)
-    with pytest.raises(UnsupportedFeatureError, match="dtype float16"):
+    half = r"^tf-cell runs float64 and float32 only; use tf-block for float16$"
+    with pytest.raises(UnsupportedFeatureError, match=half):
         TFCell().run(random_weights(plain, rng), _inputs(plain, rng), RunOptions(dtype="float16"))
 
 
@@ -353,7 +333,8 @@ def test_block_gradients_with_cell_clip_are_refused_because_tf_ignores_the_clip(
     inputs = _inputs(config, rng)
     _clip_bites(config, weights, inputs)
     for implementation in (TFBlock(), TFBlockV2()):
-        with pytest.raises(UnsupportedFeatureError, match="gradients with cell_clip"):
+        refused = r"^tf-block(-v2)?: TF's gradient kernels .* cell_clip .*; run it forward only or use tf-cell"
+        with pytest.raises(UnsupportedFeatureError, match=refused + "$"):
             implementation.run(weights, inputs, RunOptions(dtype="float32"))
     # The defect itself: TF's BlockLSTMGrad differentiates as if c were never clipped.
     arrays = {
@@ -395,10 +376,15 @@ def test_tf_block_refusals_name_the_problem() -> None:
     rng = np.random.default_rng(1)
     plain = LSTMConfig(INPUT, HIDDEN)
     weights = random_weights(plain, rng)
-    with pytest.raises(UnsupportedFeatureError, match="dtype float64"):
+    expected = r"^tf-block runs float32 and float16 only \(TensorFlow's BlockLSTM kernel\); use tf-cell or reference"
+    expected += " for float64$"
+    with pytest.raises(UnsupportedFeatureError, match=expected):
         TFBlock().run(weights, _inputs(plain, rng), RunOptions(dtype="float64"))
-    with pytest.raises(UnsupportedFeatureError, match="per-sample sequence lengths"):
+    ragged = r"^tf-block takes no per-sample lengths \(the op has one seq_len_max\); give full lengths"
+    with pytest.raises(UnsupportedFeatureError, match=ragged + " or use tf-cell$"):
         TFBlock().run(weights, _inputs(plain, rng, [5, 4, 3]), RunOptions(dtype="float32"))
     projected = LSTMConfig(INPUT, HIDDEN, proj_size=2)
-    with pytest.raises(UnsupportedFeatureError, match="proj_size"):
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"^tf-block-v2: the BlockLSTM ops have no proj_size; use tf-cell$"
+    ):
         TFBlockV2().run(random_weights(projected, rng), _inputs(projected, rng), RunOptions(dtype="float32"))

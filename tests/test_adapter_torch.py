@@ -13,18 +13,15 @@ import numpy as np
 import pytest
 
 from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions
-from lstm_conformance.adapters.pytorch import (
-    TorchLSTM,
-    TorchLSTMCell,
+from lstm_conformance.adapters.layouts.torch import (
     cell_state_key,
     config_from_state_dict,
-    from_cell_state_dict,
     from_state_dict,
     native_names,
     state_dict_key,
-    to_cell_state_dict,
     to_state_dict,
 )
+from lstm_conformance.adapters.pytorch import TorchLSTM, TorchLSTMCell
 from lstm_conformance.adapters.reference_impl import reference_run
 from lstm_conformance.adapters.registry import get_implementation
 from lstm_conformance.reference.errors import LayoutError, UnsupportedFeatureError
@@ -220,20 +217,6 @@ def test_native_canonical_native_is_bit_identical(config_name: str, dtype: Any) 
     module.load_state_dict({key: torch.from_numpy(value) for key, value in back.items()}, strict=True)
 
 
-@pytest.mark.parametrize("config_name", [name for name, c in CONFIGS.items() if not c.proj_size])
-def test_canonical_native_canonical_is_bit_identical(config_name: str) -> None:
-    config = CONFIGS[config_name]
-    weights = random_weights(config, np.random.default_rng(5)).astype(np.float32)
-    for to_native, from_native in [
-        (to_state_dict, lambda s: from_state_dict(s, config)),
-        (to_cell_state_dict, lambda s: from_cell_state_dict(s, config)),
-    ]:
-        again = from_native(to_native(weights)).named_arrays()
-        for key, value in weights.named_arrays().items():
-            assert again[key].dtype == np.float32, key
-            assert np.array_equal(again[key], value), key
-
-
 def test_each_canonical_parameter_lands_on_its_torch_name() -> None:
     """Checked against nn.LSTM itself: a module loaded from to_state_dict holds each canonical array under
     the attribute torch documents for it (weight_ih_l1_reverse is layer 1's reverse W, ...)."""
@@ -248,25 +231,6 @@ def test_each_canonical_parameter_lands_on_its_torch_name() -> None:
     assert np.array_equal(module.bias_hh_l1_reverse.detach().numpy(), layer1_reverse.Rb)
     assert layer1_reverse.proj is not None
     assert np.array_equal(module.weight_hr_l1_reverse.detach().numpy(), layer1_reverse.proj)
-
-
-def test_inconsistent_state_dicts_name_key_expected_and_found() -> None:
-    config = CONFIGS["stacked_bidirectional"]
-    state = to_state_dict(random_weights(config, np.random.default_rng(1)))
-    shapes = {key: value.shape for key, value in state.items()}
-
-    wrong = dict(shapes, weight_hh_l1_reverse=(16, 3))
-    with pytest.raises(LayoutError, match=r"weight_hh_l1_reverse: expected shape \(16, 4\).*found \(16, 3\)"):
-        config_from_state_dict(wrong)
-    missing = {key: shape for key, shape in shapes.items() if key != "bias_hh_l1"}
-    with pytest.raises(LayoutError, match="bias_hh_l1: missing"):
-        config_from_state_dict(missing)
-    with pytest.raises(LayoutError, match=r"not nn\.LSTM parameter names"):
-        config_from_state_dict(dict(shapes, **{"fc.weight": (2, 2)}))
-    with pytest.raises(LayoutError, match=r"unexpected keys \['weight_hh_l2'\] for nn.LSTM\(input_size=3"):
-        config_from_state_dict(dict(shapes, weight_hh_l2=(16, 8)))
-    with pytest.raises(LayoutError, match=r"weight_ih_l0: expected shape \[4\*hidden_size"):
-        config_from_state_dict(dict(shapes, weight_ih_l0=(15, 3)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,16 +253,19 @@ def test_features_pytorch_lacks_are_refused_by_name(impl: str, feature: str) -> 
     config = REFUSED[feature]
     weights = random_weights(config, np.random.default_rng(0))
     inputs = RunInputs(x=np.zeros((2, 1, 3)))
-    with pytest.raises(UnsupportedFeatureError, match=rf"PyTorch does not support .*{feature}") as raised:
+    with pytest.raises(UnsupportedFeatureError, match=rf"^{impl}: nn\.LSTM(Cell)?\b.*; use reference$") as raised:
         IMPLEMENTATIONS[impl]().run(weights, inputs, RunOptions())
-    assert raised.value.framework == "PyTorch"
+    assert raised.value.framework == impl
+    assert feature in raised.value.feature
     with pytest.raises(UnsupportedFeatureError, match=feature):
         to_state_dict(weights)
 
 
 def test_torch_cell_refuses_projection() -> None:
     weights = random_weights(CONFIGS["projection"], np.random.default_rng(0))
-    with pytest.raises(UnsupportedFeatureError, match=r"PyTorch does not support proj_size; nn.LSTMCell has no"):
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"^torch-cell: nn.LSTMCell has no proj_size; use torch or reference$"
+    ):
         TorchLSTMCell().run(weights, RunInputs(x=np.zeros((2, 1, 3))), RunOptions())
 
 
@@ -316,14 +283,16 @@ def test_bias_false_with_nonzero_biases_is_refused() -> None:
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_cuda_without_a_gpu_is_refused(impl: str) -> None:
     weights = random_weights(CONFIGS["one_layer"], np.random.default_rng(0))
-    with pytest.raises(UnsupportedFeatureError, match=r"device cuda; torch.cuda.is_available\(\) is False"):
+    with pytest.raises(UnsupportedFeatureError, match=r"^torch(-cell)?: torch.cuda.is_available\(\) is False"):
         IMPLEMENTATIONS[impl]().run(weights, RunInputs(x=np.zeros((2, 1, 3))), RunOptions(device="cuda"))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_on_cpu_is_refused(dtype: str) -> None:
     weights = random_weights(CONFIGS["one_layer"], np.random.default_rng(0))
-    with pytest.raises(UnsupportedFeatureError, match=f"dtype {dtype} on cpu"):
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"^torch runs float16 and bfloat16 on cuda only; run it on cuda$"
+    ):
         TorchLSTM().run(weights, RunInputs(x=np.zeros((2, 1, 3))), RunOptions(dtype=dtype))
 
 
@@ -358,7 +327,7 @@ def test_registry_and_availability_do_not_import_torch() -> None:
     assert isinstance(get_implementation("torch-cell"), TorchLSTMCell)
     assert TorchLSTM().unavailable_reason() is None
     script = (
-        "import sys, adapters.pytorch as p, adapters.formats.torch_file as f\n"
+        "import sys, lstm_conformance.adapters.pytorch as p, lstm_conformance.adapters.formats.torch_file as f\n"
         "assert p.TorchLSTM().unavailable_reason() is None and f.TorchFormat().unavailable_reason() is None\n"
         "p.TorchLSTM().capabilities(); p.TorchLSTMCell().capabilities()\n"
         "sys.exit('torch' in sys.modules)\n"

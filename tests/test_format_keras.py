@@ -15,7 +15,8 @@ import pytest
 
 from lstm_conformance.adapters.formats import get_format
 from lstm_conformance.adapters.formats.keras_file import KerasFormat, KerasH5Format
-from lstm_conformance.adapters.keras_layer import KERAS3, TF_KERAS, KerasFlavor
+from lstm_conformance.adapters.keras_layer import import_keras
+from lstm_conformance.adapters.layouts.keras import KERAS3, TF_KERAS, KerasFlavor
 from lstm_conformance.reference.errors import InputFileError, UnsupportedFeatureError
 from lstm_conformance.reference.layout import Activation, LSTMConfig, random_weights
 from lstm_conformance.reference.lstm import lstm_forward
@@ -32,7 +33,7 @@ INPUT = 3
 
 def _keras(flavor: KerasFlavor) -> Any:
     pytest.importorskip(flavor.module, reason=f"{flavor.framework} is not installed")
-    return flavor.import_keras()
+    return import_keras(flavor)
 
 
 def _relative(found: np.ndarray, expected: np.ndarray) -> float:

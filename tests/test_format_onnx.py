@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lstm_conformance.adapters.formats import get_format, infer_format  # noqa: E402
 from lstm_conformance.adapters.formats.onnx_file import OnnxFormat  # noqa: E402
-from lstm_conformance.adapters.onnx_runtime import ONNX_GATES, layer_to_onnx  # noqa: E402
+from lstm_conformance.adapters.layouts.onnx import ONNX_GATES, layer_to_onnx  # noqa: E402
 from lstm_conformance.reference.errors import InputFileError, NotImplementedOptionError, UnsupportedFeatureError  # noqa: E402
 from lstm_conformance.reference.layout import GATES, Activation, LSTMConfig, LSTMWeights, random_weights, reorder_gates  # noqa: E402
 from lstm_conformance.reference.lstm import lstm_forward  # noqa: E402
@@ -347,7 +347,7 @@ def test_refusals(tmp_path: Path) -> None:
 
 
 def test_onnx_gate_order_is_i_o_f_c() -> None:
-    """The mapping written once in adapters.onnx_runtime, checked against the operator doc's W[iofc]."""
+    """The mapping written once in adapters.layouts.onnx, checked against the operator doc's W[iofc]."""
     assert ONNX_GATES == ("i", "o", "f", "g")
     doc = onnx.defs.get_schema("LSTM").doc
     assert "W[iofc]" in doc

@@ -91,7 +91,7 @@ def test_third_party_implementation_passes(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert outcomes["passed"] >= 10
     # l2 (two layers) is beyond the example's capabilities: a skip with the reason, never a pass.
-    result.stdout.fnmatch_lines(["*tiny-numpy*does not support num_layers*"])
+    result.stdout.fnmatch_lines(["*tiny-numpy does not run num_layers; use reference*"])
     result.stdout.fnmatch_lines(["*lstm-conformance matrix*", "tiny-numpy *"])
 
 
@@ -158,7 +158,7 @@ def test_unsupported_dtype_and_unavailable_framework_skip_with_reason(pytester: 
     result.stdout.fnmatch_lines(
         [
             "*not-installed unavailable: fakeframework is not installed (pip install fakeframework)*",
-            "*does not support dtype float32*",
+            "*reference runs float64 only, not float32*",
         ]
     )
 

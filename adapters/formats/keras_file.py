@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
+from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult, batch_major
 from lstm_conformance.adapters.formats import (
     FileFormat,
     FoundLSTM,
@@ -70,11 +70,10 @@ from lstm_conformance.adapters.formats import (
     format_hint,
     refuse_options,
 )
-from lstm_conformance.adapters.keras_layer import (
+from lstm_conformance.adapters.layouts.keras import (
     KERAS3,
     TF_KERAS,
     KerasFlavor,
-    build_keras_model,
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
@@ -527,17 +526,19 @@ class _SourceRunner:
             if loss is not None:
                 variables = [variable for layer in layers for variable in layer.trainable_weights]
                 found = tape.gradient(loss, [x, h0, c0, *variables], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                gradients = _gradients(self.config, found, variables, inputs.batch_first)
-        y_np = _f64(y)
-        y_out = y_np if inputs.batch_first else y_np.swapaxes(0, 1)
-        return RunResult(
-            y=np.ascontiguousarray(y_out), h_n=_f64(h_n), c_n=_f64(c_n), math_mode=dtype, gradients=gradients
-        )
+                gradients = _gradients(self.config, found, variables)  # grad x time-major, as y below
+        result = RunResult(
+            y=np.ascontiguousarray(_f64(y).swapaxes(0, 1)), h_n=_f64(h_n), c_n=_f64(c_n), math_mode=dtype,
+            gradients=gradients,
+        )  # fmt: skip
+        return batch_major(result) if inputs.batch_first else result
 
     def _load(self, tf: Any) -> list[Any]:
         if self._layers is not None:
             return self._layers
-        keras = self.source.flavor.import_keras()
+        from lstm_conformance.adapters.keras_layer import import_keras
+
+        keras = import_keras(self.source.flavor)
         model = _load_model(keras, self.source)
         rebuilt = []
         for k, name in enumerate(self.names):
@@ -708,10 +709,12 @@ WRITE_OPTIONS = ("dtype", "flavor", "mask_value")
 def _model_to_write(weights: LSTMWeights, flavor: KerasFlavor, dtype: str, mask_value: Any, notes: list[str]) -> Any:
     """``build_keras_model``'s model, with ``Masking(mask_value)`` between its input and the LSTM when given:
     the same layers, called on the masked input in a new functional model."""
+    from lstm_conformance.adapters.keras_layer import build_keras_model, import_keras
+
     model = build_keras_model(weights, flavor, dtype)
     if mask_value is None:
         return model
-    keras = flavor.import_keras()
+    keras = import_keras(flavor)
     inputs = keras.Input(shape=(None, weights.config.input_size), dtype=dtype, name="input")
     outputs = keras.layers.Masking(mask_value=float(mask_value), dtype=dtype, name="masking")(inputs)
     for layer in model.layers[1:]:  # every layer after the InputLayer, already holding its weights

@@ -260,7 +260,7 @@ def _constant_input(scope: Scope, where: str, role: str, tensor: str) -> NDArray
 
 
 def _parse_node(scope: Scope, node: onnx.NodeProto, index: int, path: Path) -> _Node:
-    from lstm_conformance.adapters.onnx_runtime import OnnxLayerArrays, from_float32, layer_from_onnx
+    from lstm_conformance.adapters.layouts.onnx import OnnxLayerArrays, from_float32, layer_from_onnx
 
     own_name = node.name or f"LSTM_{index}"
     name = f"{scope.path}/{own_name}" if scope.path else own_name
@@ -394,7 +394,7 @@ def _check_shapes(where: str, arrays: Mapping[str, NDArray[Any]], dirs: int, hid
 
 def _activations(where: str, attributes: Mapping[str, Any], dirs: int) -> dict[str, Activation]:
     """The canonical activation of each role, from the node's activations, alphas and betas."""
-    from lstm_conformance.adapters.onnx_runtime import (
+    from lstm_conformance.adapters.layouts.onnx import (
         ONNX_ACTIVATION_PARAMETERS,
         ONNX_AGREED_DEFAULTS,
         activation_from_onnx,

@@ -51,21 +51,20 @@ from typing import Any
 import numpy as np
 
 from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
-from lstm_conformance.adapters.keras_layer import (
+from lstm_conformance.adapters.frameworks import import_tensorflow, tensorflow_unavailable_reason
+from lstm_conformance.adapters.layouts.keras import (
     KERAS3,
     TF_KERAS,
     canonical_from_keras_weights,
     config_from_keras_arguments,
 )
-from lstm_conformance.adapters.tf_cell import (
+from lstm_conformance.adapters.layouts.tf import (
     CELL_SCOPES,
     PEEPHOLE_VARIABLES,
     PROJECTION_VARIABLE,
     choose_cell,
     default_scope,
     from_tf_cell,
-    import_tensorflow,
-    tensorflow_unavailable_reason,
     to_tf_variables,
 )
 from lstm_conformance.reference.errors import (

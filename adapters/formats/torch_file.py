@@ -32,7 +32,13 @@ from lstm_conformance.adapters.formats import (
     format_hint,
     refuse_options,
 )
-from lstm_conformance.adapters.pytorch import FRAMEWORK, LSTM_KEY_PATTERN, describe, from_state_dict, to_state_dict
+from lstm_conformance.adapters.layouts.torch import (
+    FRAMEWORK,
+    LSTM_KEY_PATTERN,
+    describe,
+    from_state_dict,
+    to_state_dict,
+)
 from lstm_conformance.reference.errors import InputFileError, LSTMConformanceError, UnsupportedFeatureError
 from lstm_conformance.reference.layout import LSTMWeights
 

@@ -128,7 +128,7 @@ def file_gradients(model: api.Model, canonical: LSTMWeights) -> dict[str, NDArra
         prefix = f"{model.name}." if model.format in STATE_DICT_FORMATS and model.name else ""
         return {f"{prefix}{key}": value for key, value in mapping(canonical).items()}
     if implementation == "tf-cell":
-        from lstm_conformance.adapters.tf_cell import choose_cell, to_tf_variables
+        from lstm_conformance.adapters.layouts.tf import choose_cell, to_tf_variables
 
         cell = choose_cell(config, str(model.implementation_options.get("cell", "auto")))
         one_bias = canonical.map(np.array)

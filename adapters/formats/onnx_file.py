@@ -38,7 +38,9 @@ from lstm_conformance.adapters.formats import (
     FoundLSTM,
     ModelContents,
     error_summary,
+    fields,
     format_hint,
+    guards,
     refuse_options,
 )
 from lstm_conformance.reference.errors import InputFileError, LayoutError, UnsupportedFeatureError
@@ -68,6 +70,7 @@ class OnnxFormat(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), self._NO_OPTIONS)
+        guards.check_onnx(path)
         model = _load(path)
         graph = _Graph(model)
         nodes = [node for node in model.graph.node if node.op_type == "LSTM" and node.domain in ("", "ai.onnx")]
@@ -197,6 +200,7 @@ def _parse_node(graph: _Graph, node: onnx.NodeProto, index: int, path: Path) -> 
     name = node.name or f"LSTM_{index}"
     where = f"{path}: LSTM node {name!r}"
     attributes = _attributes(node)
+    fields.check_onnx_lstm_attributes(attributes, where)
     inputs = list(node.input) + [""] * (8 - len(node.input))
     direction = attributes.get("direction", "forward")
     if direction == "reverse":

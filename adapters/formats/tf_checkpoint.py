@@ -38,7 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    guards,
+    refuse_options,
+)
 from lstm_conformance.adapters.tf_cell import (
     CELL_SCOPES,
     PEEPHOLE_VARIABLES,
@@ -181,6 +188,7 @@ class TFCheckpointFormat(FileFormat):
         forget_bias = float(given.get("forget_bias", 1.0))
         reader = self._open(path)
         shapes = reader.get_variable_to_shape_map()
+        guards.check_checkpoint_sizes(path, shapes, reader.get_variable_to_dtype_map())
         names = {(_object_variable(key) or key): key for key in shapes}
         cells = _find_cells(names, shapes)
         if not cells:
@@ -202,6 +210,7 @@ class TFCheckpointFormat(FileFormat):
                 f"{path}: not a TF checkpoint prefix: {path}.index does not exist"
                 + (hint if Path(path).is_dir() else "; pass the prefix, as model.ckpt for model.ckpt.index")
             )
+        guards.check_checkpoint_files(path)
         tf = import_tensorflow()
         try:
             return tf.train.load_checkpoint(str(path))

@@ -25,6 +25,7 @@ from lstm_conformance.adapters.formats import (
     ModelContents,
     error_summary,
     format_hint,
+    guards,
     refuse_options,
 )
 from lstm_conformance.adapters.pytorch import FRAMEWORK, LSTM_KEY_PATTERN, describe, from_state_dict, to_state_dict
@@ -65,6 +66,7 @@ class TorchFormat(FileFormat):
         import torch
 
         _require_file(path)
+        guards.check_torch_file(path)
         try:
             return torch.load(path, weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as error:
@@ -106,6 +108,7 @@ class SafetensorsFormat(TorchFormat):
         from safetensors.torch import load_file
 
         _require_file(path)
+        guards.require_regular_file(path)
         try:
             return load_file(path, device="cpu")
         except Exception as error:  # safetensors raises SafetensorError (and OSError) for a damaged file
@@ -161,7 +164,8 @@ def contents_of(path: Path, loaded: Any) -> ModelContents:
     import torch
 
     state, notes = _unwrap(path, loaded)
-    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    # Keys that are not strings (an int key in a hand-made dict) are no module's parameters: left alone.
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor) and isinstance(key, str)}
     skipped = sorted(str(key) for key in state if key not in tensors)
     if skipped:
         notes.append(f"entries that are not tensors were left alone: {', '.join(skipped[:6])}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from lstm_conformance.adapters.base import Implementation, RunInputs, RunOptions, RunResult
 from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, get_format, infer_format
 from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.cli import Terminated
 from lstm_conformance.reference.errors import FrameworkMissingError, InputFileError, LSTMConformanceError
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
 
@@ -307,13 +309,24 @@ def _checkpoint_files(prefix: Path) -> Iterator[Path]:
             yield candidate
 
 
+#: Signals that end the process and must not leave a partial file (SIGINT raises KeyboardInterrupt already).
+_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
 class StagedOutput:
     """Write ``destination`` through a temporary directory beside it, then rename into place.
 
     ``path`` has the destination's own name (writers that insist on a suffix, .keras say, see it), inside a
-    fresh temporary directory in the destination's directory, so the rename stays on one file system. A writer
-    that makes several files (a TF checkpoint prefix: P.index, P.data-...) has each one renamed. Whatever
-    happens, the temporary directory is removed on exit: an error leaves no partial file behind.
+    fresh temporary directory with a short random name (``.lstm-conformance-XXXXXXXX.partial``: any valid
+    destination name fits inside, up to NAME_MAX) in the destination's directory, so the rename stays on one
+    file system. A writer that makes several files (a TF checkpoint prefix: P.index, P.data-...) has each one
+    renamed. Whatever happens, the temporary directory is removed on exit: an error, Ctrl-C, SIGTERM or SIGHUP
+    (turned into ``Terminated`` while the output is staged) leaves no partial file behind, and an error's
+    message names the destination, not the temporary path.
     """
 
     def __init__(self, destination: Path, format_name: str = "") -> None:
@@ -322,16 +335,44 @@ class StagedOutput:
         parent = destination.parent
         if not parent.is_dir():
             raise InputFileError(f"{parent}: no such directory for {destination.name}; create it first")
-        self.directory = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=parent))
+        self.directory = Path(tempfile.mkdtemp(prefix=".lstm-conformance-", suffix=".partial", dir=parent))
         self.path = self.directory / destination.name
+        self._previous_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> StagedOutput:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _CLEANUP_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, _raise_terminated)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        for signum in self._previous_handlers:
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the cleanup
+        try:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        finally:
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+            self._previous_handlers.clear()
+        if error is not None:
+            self._name_destination(error)
+
+    def _name_destination(self, error: BaseException) -> None:
+        """Messages name the destination the user gave, never the temporary path written first."""
+        staged = (str(self.path), str(self.directory))
+
+        def renamed(value: Any) -> Any:
+            if isinstance(value, str):
+                for text in staged:
+                    value = value.replace(text, str(self.destination))
+            return value
+
+        error.args = tuple(renamed(arg) for arg in error.args)
+        if isinstance(error, OSError):
+            error.filename = renamed(error.filename)
+            error.filename2 = renamed(error.filename2)
 
     def written(self) -> list[Path]:
         """The files the writer made for the destination (its name, or its name plus a suffix)."""

@@ -14,14 +14,16 @@ from typing import Any
 from lstm_conformance.reference.errors import InputFileError
 
 _MISSING = object()
+#: The fix for a file whose fields have the wrong types: its framework writes them right.
+_FIX = "save or export the model again with its framework"
 
 
 def _value(mapping: Any, key: str, where: str, default: Any) -> Any:
     if not isinstance(mapping, Mapping):
-        raise InputFileError(f"{where}: expected an object holding {key!r}, found {_kind(mapping)}")
+        raise InputFileError(f"{where}: expected an object holding {key!r}, found {_kind(mapping)}; {_FIX}")
     value = mapping.get(key, default)
     if value is _MISSING:
-        raise InputFileError(f"{where}: field {key!r} is missing")
+        raise InputFileError(f"{where}: field {key!r} is missing; {_FIX}")
     return value
 
 
@@ -30,7 +32,7 @@ def _kind(value: Any) -> str:
 
 
 def _refuse(where: str, key: str, should: str, value: Any) -> InputFileError:
-    return InputFileError(f"{where}: field {key!r} must be {should}, found {_kind(value)}; fix or save the file again")
+    return InputFileError(f"{where}: field {key!r} must be {should}, found {_kind(value)}; {_FIX}")
 
 
 def require_int(mapping: Any, key: str, where: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
@@ -90,13 +92,13 @@ def require_choice(mapping: Any, key: str, where: str, choices: tuple[Any, ...],
 
 def require_mapping(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise InputFileError(f"{where}: expected a JSON object, found {_kind(value)}; fix or save the file again")
+        raise InputFileError(f"{where}: expected a JSON object, found {_kind(value)}; {_FIX}")
     return value
 
 
 def require_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
-        raise InputFileError(f"{where}: expected a list, found {_kind(value)}; fix or save the file again")
+        raise InputFileError(f"{where}: expected a list, found {_kind(value)}; {_FIX}")
     return value
 
 
@@ -180,15 +182,19 @@ def check_onnx_lstm_attributes(attributes: Mapping[str, Any], where: str) -> Non
     require_str(attributes, "direction", where, default=None)
     clip = require_float(attributes, "clip", where, default=None)
     if clip is not None and clip <= 0:
-        raise InputFileError(f"{where}: field 'clip' must be a positive number, found {clip}")
+        raise InputFileError(f"{where}: field 'clip' must be a positive number, found {clip}; {_FIX}")
     activations = attributes.get("activations")
     if activations is not None and not (
         isinstance(activations, list) and all(isinstance(item, str) for item in activations)
     ):
-        raise InputFileError(f"{where}: field 'activations' must be a list of strings, found {_kind(activations)}")
+        raise InputFileError(
+            f"{where}: field 'activations' must be a list of strings, found {_kind(activations)}; {_FIX}"
+        )
     for key in ("activation_alpha", "activation_beta"):
         values = attributes.get(key)
         if values is not None and not (
             isinstance(values, list) and all(isinstance(v, float) and math.isfinite(v) for v in values)
         ):
-            raise InputFileError(f"{where}: field {key!r} must be a list of finite floats, found {_kind(values)}")
+            raise InputFileError(
+                f"{where}: field {key!r} must be a list of finite floats, found {_kind(values)}; {_FIX}"
+            )

@@ -39,6 +39,10 @@ WRAPPER_KEYS = ("state_dict", "model")
 _FIRST_KEY = "weight_ih_l0"
 
 
+def _READ_DTYPES(torch: Any) -> tuple[Any, ...]:
+    return (torch.float16, torch.float32, torch.float64)
+
+
 def _unavailable(*modules: str) -> str | None:
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
@@ -65,8 +69,8 @@ class TorchFormat(FileFormat):
 
         import torch
 
-        _require_file(path)
         guards.check_torch_file(path)
+        _require_file(path)
         try:
             return torch.load(path, weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as error:
@@ -107,8 +111,8 @@ class SafetensorsFormat(TorchFormat):
     def _load(self, path: Path) -> Any:
         from safetensors.torch import load_file
 
-        _require_file(path)
         guards.require_regular_file(path)
+        _require_file(path)
         try:
             return load_file(path, device="cpu")
         except Exception as error:  # safetensors raises SafetensorError (and OSError) for a damaged file
@@ -217,6 +221,9 @@ def _read_lstm(path: Path, name: str, tensors: Mapping[str, Any], shared_notes: 
         notes.append("stored in bfloat16, which NumPy lacks; read as float32 (exact)")
         tensors = {key: t.float() if t.dtype == torch.bfloat16 else t for key, t in tensors.items()}
     where = f"the LSTM {name!r}" if name else "the LSTM"
+    unreadable = sorted({str(t.dtype) for t in tensors.values() if t.dtype not in _READ_DTYPES(torch)})
+    if unreadable:  # float8, integers, complex: no LSTM weights NumPy and the reference hold
+        raise InputFileError(f"{path}: {where} holds {', '.join(unreadable)} tensors; save it in float32 or float64")
     try:
         weights = from_state_dict(tensors)
     except LSTMConformanceError as error:

@@ -8,7 +8,7 @@ the key is absent, and raises InputFileError naming the file (``where``), the fi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lstm_conformance.reference.errors import InputFileError
@@ -197,4 +197,18 @@ def check_onnx_lstm_attributes(attributes: Mapping[str, Any], where: str) -> Non
         ):
             raise InputFileError(
                 f"{where}: field {key!r} must be a list of finite floats, found {_kind(values)}; {_FIX}"
+            )
+
+
+def check_weight_arrays(path: Any, layer: str, arrays: Sequence[Any], names: Sequence[str]) -> None:
+    """Every weight array of an LSTM layer is a floating-point vector or matrix (a file may store a string, a
+    boolean or a scalar dataset where a kernel belongs)."""
+    for index, array in enumerate(arrays):
+        dtype, ndim = getattr(array, "dtype", None), getattr(array, "ndim", None)
+        if getattr(dtype, "kind", "") != "f" or ndim not in (1, 2):
+            name = names[index] if index < len(names) else f"weight {index}"
+            shape = getattr(array, "shape", None)
+            raise InputFileError(
+                f"{path}: LSTM layer {layer!r}: {name} has dtype {dtype} and shape {shape}, not a floating-point "
+                f"vector or matrix; {_FIX}"
             )

@@ -386,6 +386,8 @@ def _contents(path: Path, layers: list[_Layer], flavor: KerasFlavor, notes: list
     for chain in _stacks(layers):
         reason = next((r for r in (_refusal(layer) for layer in chain) if r), None)
         if reason is None:
+            for layer in chain:
+                fields.check_weight_arrays(path, layer.name, layer.arrays, layer.array_names)
             try:
                 lstms.append(_found_lstm(chain, flavor, notes))
             except (UnsupportedFeatureError, LayoutError) as error:

@@ -76,7 +76,7 @@ def valid_file(folder: Path, kind: str) -> Path:
     """The valid file of ``kind`` in ``folder``, written on first use by its framework."""
     require_format(FORMAT_OF.get(kind, kind))
     path = folder / FILES[kind]
-    if kind == "tf-checkpoint" and Path(f"{path}.index").exists() or path.exists():
+    if (kind == "tf-checkpoint" and Path(f"{path}.index").exists()) or path.exists():
         return path
     if kind == "torch":
         torch_lstm_file(path)
@@ -125,7 +125,9 @@ def mutate_bytes(draw: Draw, data: bytes) -> bytes:
     if size == 0:
         return b"\0"
     position = draw(
-        st.one_of(st.integers(0, min(size - 1, 1024)), st.integers(max(0, size - 1024), size - 1), st.integers(0, size - 1))
+        st.one_of(
+            st.integers(0, min(size - 1, 1024)), st.integers(max(0, size - 1024), size - 1), st.integers(0, size - 1)
+        )
     )
     if kind == "truncate":
         return data[:position]
@@ -323,7 +325,9 @@ def mutate_torch_state(draw: Draw, path: Path) -> None:
     elif kind == "shape":
         state[key] = tensor.reshape(-1) if draw(st.booleans()) else tensor.reshape(-1)[: draw(st.integers(0, 7))]
     elif kind == "rename":
-        state[draw(st.sampled_from(["weight_ih_l1", "x.weight_ih_l0", "weight_hh_l0_reverse", key + "_"]))] = state.pop(key)
+        state[draw(st.sampled_from(["weight_ih_l1", "x.weight_ih_l0", "weight_hh_l0_reverse", key + "_"]))] = state.pop(
+            key
+        )
     elif kind == "drop":
         del state[key]
     elif kind == "view":
@@ -396,12 +400,13 @@ def check_outcome(argv: list[str], out_folder: Path, capsys: pytest.CaptureFixtu
     """Run the CLI in-process; an exception escaping main is a bug, and fails the test with its traceback."""
     capsys.readouterr()
     status = main(argv)
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert status in (0, 1, 2), (status, argv, err)
     assert "Traceback" not in err, err
     if status == 2:
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("lstm-conformance: error: "), err
+        assert len(lines) == 1, err
+        assert lines[0].startswith("lstm-conformance: error: "), err
     left = sorted(p.name for p in out_folder.iterdir())
     written = [Path(argv[2]).name] if argv[0] == "convert" and status == 0 else []
     assert left == written, (left, err)

@@ -676,3 +676,35 @@ def test_signal_while_writing_leaves_nothing(signum: int, work: tuple[Path, Path
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("lstm-conformance: terminated by"), err
     assert_clean(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The guards refuse nothing a framework writes
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_framework_files_still_read(keras_files: dict[str, Path], work: tuple[Path, Path], cli: Run) -> None:
+    """Valid files pass every guard: Keras 3 (.keras, .h5, .weights.h5, a trained model with optimizer state),
+    tf_keras, torch.save, safetensors, ONNX, a TF checkpoint and the canonical npz."""
+    source, out = work
+    keras = pytest.importorskip("keras")
+    trained = keras.Sequential([keras.Input((2, 3)), keras.layers.LSTM(4, return_sequences=True)])
+    trained.compile(optimizer="adam", loss="mse")
+    trained.fit(np.zeros((2, 2, 3)), np.zeros((2, 2, 4)), verbose=0)
+    trained.save(source / "trained.keras")
+    models = [*keras_files.values(), source / "trained.keras"]
+    tf_keras = pytest.importorskip("tf_keras")
+    legacy = tf_keras.Sequential([tf_keras.Input((2, 3)), tf_keras.layers.LSTM(4, return_sequences=True)])
+    legacy.save(source / "tf_keras.h5")
+    legacy.save_weights(source / "tf_keras_weights.h5")
+    models += [source / "tf_keras.h5", source / "tf_keras_weights.h5"]
+    torch_lstm_file(source / "model.pt")
+    npz_file(source / "model.npz", CONFIG)
+    models += [source / "model.pt", source / "model.npz"]
+    for suffix in (".safetensors", ".onnx", ".ckpt"):
+        assert cli("convert", "model.npz", f"model{suffix}", "--no-verify")[0] == 0
+        models.append(source / f"model{suffix}")
+    for model in models:
+        status, _, err = cli("inspect", model)
+        assert status == 0, (model, err)
+    assert_clean(out)

@@ -130,7 +130,7 @@ def _guarded_read(read: ReadMethod) -> ReadMethod:
     def guarded(self: FileFormat, path: Path, options: Mapping[str, Any]) -> ModelContents:
         try:
             return read(self, path, options)
-        except LSTMConformanceError:
+        except (LSTMConformanceError, ImportError):  # ours, or a framework missing here: not the file's fault
             raise
         except MemoryError:
             raise InputFileError(
@@ -285,6 +285,8 @@ _SNIFFED = {
 def sniff_format(path: Path) -> str | None:
     """The format ``path``'s first bytes (and, for a zip, its member names) show, or None when they do not
     tell: for naming the fix when a file has a misleading suffix. ONNX and TF checkpoints have no signature."""
+    if not path.is_file():  # a FIFO would block the read, a device never end
+        return None
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)

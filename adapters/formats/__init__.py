@@ -307,8 +307,8 @@ def _zip_format(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None  # a truncated archive has no member list to tell by
+    except Exception:  # a truncated archive, or undecodable member names: nothing to tell by
+        return None
     if any(name.endswith("data.pkl") for name in members):
         return "torch"
     if "config.json" in members and "model.weights.h5" in members:

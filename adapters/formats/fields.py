@@ -212,3 +212,46 @@ def check_weight_arrays(path: Any, layer: str, arrays: Sequence[Any], names: Seq
                 f"{path}: LSTM layer {layer!r}: {name} has dtype {dtype} and shape {shape}, not a floating-point "
                 f"vector or matrix; {_FIX}"
             )
+
+
+#: The canonical config's fields (reference.layout.LSTMConfig), by the check each needs.
+_CANONICAL_INTS = ("input_size", "hidden_size", "num_layers", "proj_size")
+_CANONICAL_BOOLS = ("bidirectional", "bias", "peepholes", "input_forget")
+_CANONICAL_FLOATS = ("cell_clip", "gate_clip", "proj_clip")
+_CANONICAL_STRINGS = ("gate_activation", "cell_input_activation", "cell_output_activation")
+
+
+def check_canonical_npz(path: Any) -> None:
+    """The format version and config of a canonical .npz, typed strictly before ``load_npz`` trusts them
+    (``"bias": "false"`` or ``"cell_clip": "abc"`` in a stranger's file). A damaged archive: the reader says."""
+    import zipfile
+
+    import numpy as np
+
+    from lstm_conformance.adapters.formats.guards import load_json
+    from lstm_conformance.reference.layout import NPZ_CONFIG_KEY, NPZ_FORMAT_KEY
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            version = data[NPZ_FORMAT_KEY] if NPZ_FORMAT_KEY in files else None
+            text = data[NPZ_CONFIG_KEY] if NPZ_CONFIG_KEY in files else None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return
+    where = f"{path}: canonical .npz"
+    if version is not None and (version.ndim != 0 or version.dtype.kind not in "iu"):
+        raise InputFileError(f"{where}: {NPZ_FORMAT_KEY!r} must be one integer, found {version.dtype} {version.shape}")
+    if text is None:
+        return
+    if text.ndim != 0 or text.dtype.kind != "U":
+        raise InputFileError(f"{where}: {NPZ_CONFIG_KEY!r} must be one JSON string, found {text.dtype} {text.shape}")
+    config = require_mapping(load_json(path, str(text), f"its {NPZ_CONFIG_KEY}"), f"{where} config")
+    where = f"{where} config"
+    for key in _CANONICAL_INTS:
+        require_int(config, key, where, default=None)
+    for key in _CANONICAL_BOOLS:
+        require_bool(config, key, where, default=None)
+    for key in _CANONICAL_FLOATS:
+        require_float(config, key, where, default=None)
+    for key in _CANONICAL_STRINGS:
+        require_str(config, key, where, default=None)

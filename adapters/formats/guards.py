@@ -361,8 +361,13 @@ def check_torch_file(path: Path) -> None:
     check_zip(path)
     try:
         loaded = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except Exception:  # not a zip archive (legacy pickle) or damaged: the reader says why
-        return
+    except Exception:
+        if zipfile.is_zipfile(path):
+            return  # a damaged archive: the reader says why
+        try:  # torch.save's legacy (pre-1.6) format cannot be memory-mapped; its storages are its bytes
+            loaded = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:
+            return
     total = 0
     for key, tensor in _torch_tensors(path, loaded):
         needed = tensor.numel() * tensor.element_size()

@@ -187,9 +187,9 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     for attribute in node.attribute:
         value = helper.get_attribute_value(attribute)
         if isinstance(value, bytes):
-            value = value.decode()
+            value = value.decode(errors="replace")
         elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [item.decode() for item in value]
+            value = [item.decode(errors="replace") for item in value]
         values[attribute.name] = value
     return values
 

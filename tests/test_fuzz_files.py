@@ -247,7 +247,7 @@ def mutate_h5(draw: Draw, path: Path) -> None:
 
 
 ONNX_ATTRIBUTES = ["hidden_size", "layout", "clip", "input_forget", "direction", "activations", "activation_alpha"]
-ONNX_VALUES = [0, 1, 2, -4, 1.5, "forward", "reverse", "abc", b"\xff", [1, 2], [0.5], ["Sigmoid", "Tanh"], []]
+ONNX_VALUES = [0, 1, 2, -4, 1.5, "forward", "reverse", "abc", b"\xff", [1, 2], [0.5], ["Sigmoid", "Tanh"]]
 
 
 def mutate_onnx(draw: Draw, data: bytes) -> bytes:

@@ -49,6 +49,7 @@ def assert_refused(status: int, out: str, err: str, *words: str) -> None:
     for word in words:
         assert word.lower() in lines[0].lower(), (word, err)
     assert SECRET[:14].decode() not in out + err
+    print(f"refused: {lines[0]}")  # shown with pytest -rP: the message each attack gets
 
 
 def assert_clean(folder: Path) -> None:
@@ -482,7 +483,7 @@ KERAS_CONFIG_EDITS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "units as a string": (lambda c: _lstm_config(c).update(units="4"), "'units' must be an integer"),
     "use_bias 'false'": (lambda c: _lstm_config(c).update(use_bias="false"), "'use_bias' must be true or false"),
     "go_backwards 1": (lambda c: _lstm_config(c).update(go_backwards=1), "'go_backwards' must be true or false"),
-    "activation a number": (lambda c: _lstm_config(c).update(activation=3), "'activation' must be a string"),
+    "activation a number": (lambda c: _lstm_config(c).update(activation=3), "'activation' must be an activation name"),
     "layers not a list": (lambda c: c["config"].update(layers={"a": 1}), "expected a list"),
     "layer config a list": (lambda c: c["config"]["layers"][-1].update(config=[1]), "expected a JSON object"),
     "deep JSON": (lambda c: b"[" * 100_000 + b"]" * 100_000, "JSON"),
@@ -497,6 +498,31 @@ def test_malformed_keras_config_is_one_line(
     change, words = KERAS_CONFIG_EDITS[edit]
     model = _edit_keras_config(keras_files[".keras"], source / "model.keras", change)
     assert_refused(*cli("convert", model, out / "o.npz"), words)
+    assert_clean(out)
+
+
+NPZ_CONFIG_EDITS: dict[str, tuple[dict[str, Any], str]] = {
+    "bias 'false'": ({"bias": "false"}, "'bias' must be true or false"),
+    "cell_clip 'abc'": ({"cell_clip": "abc"}, "'cell_clip' must be a number"),
+    "hidden_size a string": ({"hidden_size": "4"}, "'hidden_size' must be an integer"),
+    "num_layers 1.5": ({"num_layers": 1.5}, "'num_layers' must be an integer"),
+    "bidirectional 1": ({"bidirectional": 1}, "'bidirectional' must be true or false"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(NPZ_CONFIG_EDITS))
+def test_malformed_canonical_npz_config_is_one_line(edit: str, work: tuple[Path, Path], cli: Run) -> None:
+    """The canonical .npz's own JSON config, from a stranger, typed strictly ("false" is not false)."""
+    from lstm_conformance.reference.layout import NPZ_CONFIG_KEY
+
+    source, out = work
+    npz_file(source / "model.npz", CONFIG)
+    with np.load(source / "model.npz") as loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    change, words = NPZ_CONFIG_EDITS[edit]
+    arrays[NPZ_CONFIG_KEY] = np.asarray(json.dumps({**json.loads(str(arrays[NPZ_CONFIG_KEY])), **change}))
+    np.savez(source / "model.npz", **arrays)
+    assert_refused(*cli("convert", "model.npz", out / "o.pt"), words)
     assert_clean(out)
 
 

@@ -109,7 +109,9 @@ def require_list(value: Any, where: str) -> list[Any]:
 #: Keras LSTM config fields the reader uses, by the check they need.
 _KERAS_BOOLS = ("use_bias", "go_backwards", "return_sequences", "return_state", "stateful", "time_major", "unroll")
 _KERAS_FLOATS = ("dropout", "recurrent_dropout")
-_KERAS_STRINGS = ("activation", "recurrent_activation", "name")
+_KERAS_STRINGS = ("name",)
+#: A string, or a serialized activation object (a custom function), which the reader names as not canonical.
+_KERAS_ACTIVATIONS = ("activation", "recurrent_activation")
 
 
 def check_keras_model_config(path: Any, model: Any, depth: int = 0) -> None:
@@ -157,6 +159,10 @@ def check_keras_lstm_fields(config: Mapping[str, Any], where: str) -> None:
         require_float(config, key, where, default=None)
     for key in _KERAS_STRINGS:
         require_str(config, key, where, default=None)
+    for key in _KERAS_ACTIVATIONS:
+        value = config.get(key)
+        if value is not None and not isinstance(value, (str, Mapping)):
+            raise _refuse(where, key, "an activation name", value)
 
 
 def _check_inbound(nodes: Any, where: str, depth: int = 0) -> None:
@@ -248,7 +254,8 @@ def check_canonical_npz(path: Any) -> None:
     config = require_mapping(load_json(path, str(text), f"its {NPZ_CONFIG_KEY}"), f"{where} config")
     where = f"{where} config"
     for key in _CANONICAL_INTS:
-        require_int(config, key, where, default=None)
+        required = key in ("input_size", "hidden_size")
+        require_int(config, key, where, **({} if required else {"default": None}))
     for key in _CANONICAL_BOOLS:
         require_bool(config, key, where, default=None)
     for key in _CANONICAL_FLOATS:

@@ -566,7 +566,7 @@ def test_onnx_unparsable_tensor_is_one_line(onnx_model: Path, work: tuple[Path, 
     tensor.raw_data = tensor.raw_data[:-3]
     onnx.save(model, str(onnx_model))
     status, stdout, err = cli("convert", onnx_model, out / "o.npz")
-    assert_refused(status, stdout, err)
+    assert_refused(status, stdout, err, str(onnx_model), "layer0_W")
     assert_clean(out)
 
 

@@ -130,6 +130,10 @@ def _guarded_read(read: ReadMethod) -> ReadMethod:
     def guarded(self: FileFormat, path: Path, options: Mapping[str, Any]) -> ModelContents:
         try:
             return read(self, path, options)
+        except InputFileError as error:
+            if str(path) not in str(error):  # a message from deep inside a reader: say which file
+                error.args = (f"{path}: {error}", *error.args[1:])
+            raise
         except (LSTMConformanceError, ImportError):  # ours, or a framework missing here: not the file's fault
             raise
         except MemoryError:

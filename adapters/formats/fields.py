@@ -182,6 +182,9 @@ def _check_inbound(nodes: Any, where: str, depth: int = 0) -> None:
 def check_onnx_lstm_attributes(attributes: Mapping[str, Any], where: str) -> None:
     """An ONNX LSTM node's attributes, typed as the operator defines them (a FLOAT ``layout`` or a STRING
     ``hidden_size`` is refused, not rounded or parsed)."""
+    for key, value in attributes.items():
+        if value is None:  # a damaged AttributeProto: its type field names a value it does not hold
+            raise InputFileError(f"{where}: attribute {key!r} holds no value of its declared type; {_FIX}")
     require_int(attributes, "hidden_size", where, default=None, minimum=1)
     require_choice(attributes, "layout", where, (0, 1), default=None)
     require_choice(attributes, "input_forget", where, (0, 1), default=None)

@@ -59,7 +59,7 @@ def assert_clean(folder: Path) -> None:
 
 def run_bounded(args: list[str], cwd: Path, timeout: float = SECONDS) -> tuple[int, str, str, int, float]:
     """The CLI in a fresh process under RLIMIT_AS (a safety net for this shared machine), returning its
-    status, stdout, stderr, peak RSS in bytes (ru_maxrss, reported by the child itself) and wall time."""
+    status, stdout, stderr, peak RSS in bytes (VmHWM, reported by the child itself) and wall time."""
     report = cwd / ".peak-rss"
     code = (
         "import os, resource, sys\n"
@@ -68,7 +68,10 @@ def run_bounded(args: list[str], cwd: Path, timeout: float = SECONDS) -> tuple[i
         "try:\n"
         "    status = main(sys.argv[1:])\n"
         "finally:\n"
-        f"    open({str(report)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    if os.path.exists('/proc/self/status'):  # ru_maxrss survives exec: VmHWM is this program's own\n"
+        "        peak = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+        f"    open({str(report)!r}, 'w').write(str(peak))\n"
         "sys.exit(status)\n"
     )
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
@@ -86,6 +89,7 @@ def assert_bounded_refusal(args: list[str], cwd: Path, out_dir: Path, *words: st
     status, out, err, peak, elapsed = run_bounded(args, cwd)
     assert_refused(status, out, err, *words)
     assert 0 < peak < PEAK_LIMIT, f"peak RSS {peak / 2**30:.2f} GiB"
+    print(f"peak RSS {peak / 2**20:.0f} MiB, {elapsed:.1f} s")
     assert elapsed < SECONDS
     assert_clean(out_dir)
 

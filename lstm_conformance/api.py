@@ -24,7 +24,9 @@ import dataclasses
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from lstm_conformance.adapters.formats import (
     infer_format,
 )
 from lstm_conformance.adapters.registry import get_implementation
+from lstm_conformance.cli import Terminated
 from lstm_conformance.conformance.cases import round_to_dtype
 from lstm_conformance.conformance.checks import Measurement, forward_measurements, gradient_measurements
 from lstm_conformance.conformance.tolerances import Tolerance, math_mode_for, pair_tolerance
@@ -588,13 +591,24 @@ def _checkpoint_files(prefix: Path) -> Iterator[Path]:
             yield candidate
 
 
+#: Signals that end the process and must not leave a partial file (SIGINT raises KeyboardInterrupt already).
+_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
 class StagedOutput:
     """Write ``destination`` through a temporary directory beside it, then rename into place.
 
     ``path`` has the destination's own name (writers that insist on a suffix, .keras say, see it), inside a
-    fresh temporary directory in the destination's directory, so the rename stays on one file system. A writer
-    that makes several files (a TF checkpoint prefix: P.index, P.data-...) has each one renamed. Whatever
-    happens, the temporary directory is removed on exit: an error leaves no partial file behind.
+    fresh temporary directory with a short random name (``.lstm-conformance-XXXXXXXX.partial``: any valid
+    destination name fits inside, up to NAME_MAX) in the destination's directory, so the rename stays on one
+    file system. A writer that makes several files (a TF checkpoint prefix: P.index, P.data-...) has each one
+    renamed. Whatever happens, the temporary directory is removed on exit: an error, Ctrl-C, SIGTERM or SIGHUP
+    (turned into ``Terminated`` while the output is staged) leaves no partial file behind, and an error's
+    message names the destination, not the temporary path.
     """
 
     def __init__(self, destination: Path, format_name: str = "") -> None:
@@ -603,8 +617,12 @@ class StagedOutput:
         parent = destination.parent
         if not parent.is_dir():
             raise InputFileError(f"{parent}: no such directory for {destination.name}; create it first")
-        self.directory = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=parent))
+        self.directory = Path(tempfile.mkdtemp(prefix=".lstm-conformance-", suffix=".partial", dir=parent))
         self.path = self.directory / destination.name
+        self._previous_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in _CLEANUP_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, _raise_terminated)
 
     def __enter__(self) -> StagedOutput:
         return self
@@ -612,7 +630,31 @@ class StagedOutput:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        for signum in self._previous_handlers:
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the cleanup
+        try:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        finally:
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+            self._previous_handlers.clear()
+        if error is not None:
+            self._name_destination(error)
+
+    def _name_destination(self, error: BaseException) -> None:
+        """Messages name the destination the user gave, never the temporary path written first."""
+        staged = (str(self.path), str(self.directory))
+
+        def renamed(value: Any) -> Any:
+            if isinstance(value, str):
+                for text in staged:
+                    value = value.replace(text, str(self.destination))
+            return value
+
+        error.args = tuple(renamed(arg) for arg in error.args)
+        if isinstance(error, OSError):
+            error.filename = renamed(error.filename)
+            error.filename2 = renamed(error.filename2)
 
     def written(self) -> list[Path]:
         """The files the writer made for the destination (its name, or its name plus a suffix)."""

@@ -8,11 +8,13 @@ framework's own loading code reads it without this project.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib
+import os
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,6 +97,15 @@ class FileFormat:
     #: The implementation that runs what ``write`` wrote (used to verify a conversion).
     implementation: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every format's ``read`` and ``write`` pass through one place that turns a library's failure on a
+        stranger's file into InputFileError (see ``_guarded_read``, ``_guarded_write``)."""
+        super().__init_subclass__(**kwargs)
+        if "read" in cls.__dict__:
+            setattr(cls, "read", _guarded_read(cls.__dict__["read"]))  # noqa: B010 - mypy refuses a method assignment
+        if "write" in cls.__dict__:
+            setattr(cls, "write", _guarded_write(cls.__dict__["write"]))  # noqa: B010
+
     def unavailable_reason(self) -> str | None:
         """None when the libraries this format needs import here; else what to install."""
         return None
@@ -108,6 +119,114 @@ class FileFormat:
         """Write ``weights`` to ``path`` (the caller passes a temporary path and renames it), returning notes
         for the user. Raises UnsupportedFeatureError for a feature the format cannot hold exactly."""
         raise NotImplementedError
+
+
+ReadMethod = Callable[[FileFormat, Path, Mapping[str, Any]], ModelContents]
+WriteMethod = Callable[[FileFormat, Path, LSTMWeights, Mapping[str, Any]], list[str]]
+
+
+def _guarded_read(read: ReadMethod) -> ReadMethod:
+    """``read``, with what a library raises while parsing the file (h5py, zipfile, protobuf, torch, TF),
+    MemoryError and RecursionError turned into InputFileError naming the file. An exception raised in this
+    project's own code is a bug and keeps its traceback."""
+
+    @functools.wraps(read)
+    def guarded(self: FileFormat, path: Path, options: Mapping[str, Any]) -> ModelContents:
+        try:
+            return read(self, path, options)
+        except InputFileError as error:
+            if str(path) not in str(error):  # a message from deep inside a reader: say which file
+                error.args = (f"{path}: {error}", *error.args[1:])
+            raise
+        except (LSTMConformanceError, ImportError):  # ours, or a framework missing here: not the file's fault
+            raise
+        except MemoryError:
+            raise InputFileError(
+                f"{path}: reading it ran out of memory: the file declares more data than it holds, or more than "
+                "this machine has; use a machine with more memory, or save the model again"
+            ) from None
+        except RecursionError:
+            raise InputFileError(
+                f"{path}: nested too deeply to be a model file (recursion limit); save the model again"
+            ) from None
+        except Exception as error:
+            if not raised_by_library(error):
+                raise
+            raise InputFileError(
+                f"{path}: not a readable {self.name} file ({type(error).__name__}: {error_summary(error)}); "
+                f"{format_hint(path, self.name)}"
+            ) from None
+
+    return guarded
+
+
+def _guarded_write(write: WriteMethod) -> WriteMethod:
+    """``write``, after checking that the destination's file system has room for it (an HDF5 writer that
+    meets a full disk can crash the process, past any cleanup), with a full disk met anyway as InputFileError."""
+
+    @functools.wraps(write)
+    def guarded(self: FileFormat, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
+        require_free_space(path, weights, options.get("dtype"))
+        try:
+            return write(self, path, weights, options)
+        except MemoryError:
+            raise InputFileError(f"{path}: not enough memory to write it; use a machine with more memory") from None
+        except OSError as error:
+            if error.errno not in _DISK_FULL:
+                raise
+            raise InputFileError(
+                f"{path}: the disk is full ({error.strerror or error}); free space or write to another folder"
+            ) from None
+
+    return guarded
+
+
+#: errno values of a full disk or an exhausted quota.
+_DISK_FULL = {28, 122}  # ENOSPC, EDQUOT
+#: Room every written file needs beyond its arrays (HDF5 and zip headers, a Keras config).
+_WRITE_OVERHEAD = 256 << 10
+
+
+def require_free_space(path: Path, weights: LSTMWeights, dtype: Any = None) -> None:
+    """Refuse before writing when ``path``'s file system cannot hold twice the arrays (Keras writes its HDF5
+    weights, then the zip holding them) plus headers."""
+    arrays = weights.named_arrays().values()
+    elements = sum(int(getattr(array, "size", 0)) for array in arrays)
+    sizes = [int(getattr(getattr(array, "dtype", None), "itemsize", 8)) for array in arrays]
+    itemsize = max([*sizes, 8 if dtype == "float64" else 4])
+    needed = 2 * elements * itemsize + _WRITE_OVERHEAD
+    try:
+        info = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return  # no statvfs here (Windows): the write itself reports a full disk
+    free = info.f_bavail * info.f_frsize
+    if free < needed:
+        raise InputFileError(
+            f"{path}: not enough free space to write it: it needs about {needed} bytes and the file system has "
+            f"{free} free; free space or write to another folder"
+        )
+
+
+def _project_folders() -> tuple[str, ...]:
+    import lstm_conformance
+    import lstm_conformance.reference
+
+    modules = (lstm_conformance, lstm_conformance.reference)
+    roots = {os.path.dirname(os.path.abspath(module.__file__ or "")) for module in modules}
+    roots.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # adapters/
+    return tuple(root + os.sep for root in roots)
+
+
+def raised_by_library(error: BaseException) -> bool:
+    """Whether ``error`` was raised in a library's code (a third-party package or the standard library)
+    rather than in this project's: the innermost frame of its traceback decides."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    filename = os.path.abspath(traceback.tb_frame.f_code.co_filename)
+    return not filename.startswith(_project_folders())
 
 
 def get_format(name: str) -> FileFormat:
@@ -184,6 +303,8 @@ _SNIFFED = {
 def sniff_format(path: Path) -> str | None:
     """The format ``path``'s first bytes (and, for a zip, its member names) show, or None when they do not
     tell: for naming the fix when a file has a misleading suffix. ONNX and TF checkpoints have no signature."""
+    if not path.is_file():  # a FIFO would block the read, a device never end
+        return None
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)
@@ -204,8 +325,8 @@ def _zip_format(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None  # a truncated archive has no member list to tell by
+    except Exception:  # a truncated archive, or undecodable member names: nothing to tell by
+        return None
     if any(name.endswith("data.pkl") for name in members):
         return "torch"
     if "config.json" in members and "model.weights.h5" in members:

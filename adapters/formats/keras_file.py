@@ -67,7 +67,9 @@ from lstm_conformance.adapters.formats import (
     FoundLSTM,
     ModelContents,
     error_summary,
+    fields,
     format_hint,
+    guards,
     refuse_options,
 )
 from lstm_conformance.adapters.layouts.keras import (
@@ -426,6 +428,8 @@ def _contents(
     for chain in _stacks(layers):
         reason = next((r for r in (_refusal(layer) for layer in chain) if r), None)
         if reason is None:
+            for layer in chain:
+                fields.check_weight_arrays(path, layer.name, layer.arrays, layer.array_names)
             try:
                 lstms.append(_found_lstm(chain, flavor, notes, source))
             except (UnsupportedFeatureError, LayoutError) as error:
@@ -612,7 +616,10 @@ class KerasFormat(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), f"the {self.name} format")
+        guards.require_regular_file(path)
+        guards.check_zip(path)
         config, metadata, weights_bytes = _open_keras_archive(path)
+        fields.check_keras_model_config(path, config)
         flavor = _flavor_from_version(metadata.get("keras_version", "3"))
         with _open_h5(path, io.BytesIO(weights_bytes), "its model.weights.h5") as weights:
             layers = _layers_from_model_config(config, weights, legacy=False)
@@ -642,9 +649,11 @@ class KerasH5Format(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), f"the {self.name} format")
+        guards.require_regular_file(path)
         with _open_h5(path, str(path), "") as root:
             if "model_config" in root.attrs:
                 model = _parse_json(path, root.attrs["model_config"], "its model_config attribute")
+                fields.check_keras_model_config(path, model)
                 group = root.get("model_weights")
                 if group is None:
                     raise InputFileError(f"{path}: a Keras HDF5 model without weights (no model_weights group)")
@@ -799,7 +808,7 @@ def _open_keras_archive(path: Path) -> tuple[dict[str, Any], dict[str, Any], byt
 
 def _parse_json(path: Path, text: Any, where: str) -> dict[str, Any]:
     try:
-        data = json.loads(_text(text))
+        data = guards.load_json(path, _text(text), where)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputFileError(f"{path}: {where} is not valid JSON ({error})") from None
     if not isinstance(data, dict):
@@ -821,6 +830,7 @@ def _open_h5(path: Path, source: Any, where: str) -> Iterator[Any]:
         raise InputFileError(f"{path}{inside}: not a readable HDF5 file, or a truncated one ({error}){fix}") from None
     try:
         with handle:
+            guards.check_hdf5(path, handle, where)
             yield handle
     except (OSError, KeyError, TypeError) as error:
         raise InputFileError(f"{path}{inside}: damaged Keras HDF5 content ({error})") from None

@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, format_hint, refuse_options
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    fields,
+    format_hint,
+    guards,
+    refuse_options,
+)
 from lstm_conformance.reference.errors import InputFileError, LayoutError, NotImplementedOptionError
 from lstm_conformance.reference.layout import LSTMWeights, load_npz, save_npz
 
@@ -28,7 +36,9 @@ class NpzFormat(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), _NO_OPTIONS)
+        guards.check_npz(path)
         _check_zip_magic(path)
+        fields.check_canonical_npz(path)
         try:
             weights = load_npz(path)
         except LayoutError as error:

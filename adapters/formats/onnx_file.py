@@ -54,7 +54,9 @@ from lstm_conformance.adapters.formats import (
     FoundLSTM,
     ModelContents,
     error_summary,
+    fields,
     format_hint,
+    guards,
     refuse_options,
 )
 from lstm_conformance.adapters.formats.onnx_graph import (
@@ -99,6 +101,7 @@ class OnnxFormat(FileFormat):
 
     def read(self, path: Path, options: Mapping[str, Any]) -> ModelContents:
         refuse_options(options, (), self._NO_OPTIONS)
+        guards.check_onnx(path)
         model = _load(path)
         all_scopes = scopes(model, path.stat().st_size)
         per_scope = [(scope, [node for node in scope.graph.node if _is_lstm(node)]) for scope in all_scopes]
@@ -242,9 +245,9 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     for attribute in node.attribute:
         value = helper.get_attribute_value(attribute)
         if isinstance(value, bytes):
-            value = value.decode()
+            value = value.decode(errors="replace")
         elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [item.decode() for item in value]
+            value = [item.decode(errors="replace") for item in value]
         values[attribute.name] = value
     return values
 
@@ -266,6 +269,7 @@ def _parse_node(scope: Scope, node: onnx.NodeProto, index: int, path: Path) -> _
     name = f"{scope.path}/{own_name}" if scope.path else own_name
     where = f"{path}: LSTM node {name!r}"
     attributes = _attributes(node)
+    fields.check_onnx_lstm_attributes(attributes, where)
     inputs = list(node.input) + [""] * (12 - len(node.input))
     direction = attributes.get("direction", "forward")
     if direction == "reverse":

@@ -50,7 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    guards,
+    refuse_options,
+)
 from lstm_conformance.adapters.frameworks import import_tensorflow, tensorflow_unavailable_reason
 from lstm_conformance.adapters.layouts.keras import (
     KERAS3,
@@ -290,6 +297,7 @@ class TFCheckpointFormat(FileFormat):
         prefix, notes = resolve_prefix(path)
         reader = self._open(prefix)
         shapes = reader.get_variable_to_shape_map()
+        guards.check_checkpoint_sizes(prefix, shapes, reader.get_variable_to_dtype_map())
         if OBJECT_GRAPH_KEY in shapes:
             cells, keras_cells, seen = _find_object_cells(_object_graph(reader))
             graph = None
@@ -312,6 +320,7 @@ class TFCheckpointFormat(FileFormat):
 
     @staticmethod
     def _open(path: Path) -> Any:
+        guards.check_checkpoint_files(path)
         tf = import_tensorflow()
         try:
             return tf.train.load_checkpoint(str(path))

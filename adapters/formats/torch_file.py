@@ -30,6 +30,7 @@ from lstm_conformance.adapters.formats import (
     ModelContents,
     error_summary,
     format_hint,
+    guards,
     refuse_options,
 )
 from lstm_conformance.adapters.layouts.torch import (
@@ -62,6 +63,10 @@ CELL_LOOP_ASSUMPTION = (
 )
 
 
+def _READ_DTYPES(torch: Any) -> tuple[Any, ...]:
+    return (torch.float16, torch.float32, torch.float64)
+
+
 def _unavailable(*modules: str) -> str | None:
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
@@ -88,6 +93,7 @@ class TorchFormat(FileFormat):
 
         import torch
 
+        guards.check_torch_file(path)
         _require_file(path)
         try:
             return torch.load(path, weights_only=True, map_location="cpu")
@@ -129,6 +135,7 @@ class SafetensorsFormat(TorchFormat):
     def _load(self, path: Path) -> Any:
         from safetensors.torch import load_file
 
+        guards.require_regular_file(path)
         _require_file(path)
         try:
             return load_file(path, device="cpu")
@@ -285,6 +292,9 @@ def _read_lstm(path: Path, name: str, tensors: Mapping[str, Any], kind: str, sha
     module = "nn.LSTMCell" if kind == "cell" else "nn.LSTM"
     what = "LSTMCell" if kind == "cell" else "LSTM"
     where = f"the {what} {name!r}" if name else f"the {what}"
+    unreadable = sorted({str(t.dtype) for t in tensors.values() if t.dtype not in _READ_DTYPES(torch)})
+    if unreadable:  # float8, integers, complex: no LSTM weights NumPy and the reference hold
+        raise InputFileError(f"{path}: {where} holds {', '.join(unreadable)} tensors; save it in float32 or float64")
     try:
         weights = from_state_dict(
             {CELL_KEYS[key]: value for key, value in tensors.items()} if kind == "cell" else tensors

@@ -38,6 +38,15 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while an output was staged (``api.StagedOutput``): unwinds like Ctrl-C, past
+    ``except Exception`` in libraries, so the temporary files are removed before the process ends."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class UsageError(Exception):
     """A command line argparse refused; main prints it as one line."""
 
@@ -285,6 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        import signal
+
+        print(f"{PROG}: terminated by {signal.Signals(stop.signum).name}; nothing was written", file=sys.stderr)
+        return 128 + stop.signum
+    except MemoryError:
+        print(f"{PROG}: error: out of memory; use a machine with more memory, or a smaller model", file=sys.stderr)
     except Exception as error:
         # Errors this project raises on purpose; anything else is a bug and keeps its traceback.
         from lstm_conformance.reference.errors import LSTMConformanceError

@@ -74,7 +74,8 @@ def test_report_json_is_strict_and_reads_back_non_finite_numbers() -> None:
     _, _, tests, _, _ = report.read_summary(text)
     failed = next(test for test in tests if test.outcome == "failed")
     assert failed.worst_ratio == math.inf
-    assert failed.relative_error is not None and math.isnan(failed.relative_error)
+    assert failed.relative_error is not None
+    assert math.isnan(failed.relative_error)
 
 
 @pytest.mark.parametrize(
@@ -164,8 +165,10 @@ def test_check_defaults_yield_to_the_users_own_options() -> None:
         "--lstm-progress=auto",
         "--lstm-report=out",
     ]
-    assert suite_arguments(["-ra", "--lstm-progress=on"])[2:] == ["-ra"] + ["--lstm-progress=on"]
-    assert "-rfE" in suite_arguments(["-W", "error"]) and "--disable-warnings" not in suite_arguments(["-W", "error"])
+    assert suite_arguments(["-ra", "--lstm-progress=on"])[2:] == ["-ra", "--lstm-progress=on"]
+    with_warnings = suite_arguments(["-W", "error"])
+    assert "-rfE" in with_warnings
+    assert "--disable-warnings" not in with_warnings
 
 
 def test_check_help_leads_with_the_suites_options() -> None:
@@ -192,7 +195,8 @@ def test_check_prints_one_page_with_versions_and_counted_warnings(
     args = ["-p", "no:cacheprovider", "--lstm-implementations", "torch,reference", "--lstm-report", str(out)]
     assert check_main([*args, "-k", "test_forward and (l1_proj or l1_basic) and not pair"]) == 0
     page = capsys.readouterr().out
-    assert "framework warnings (" in page and "torch UserWarning: LSTM with projections" in page
+    assert "framework warnings (" in page
+    assert "torch UserWarning: LSTM with projections" in page
     assert "warnings summary" not in page
     assert "SKIPPED [" not in page
     assert "frameworks that ran: torch " in page

@@ -75,7 +75,7 @@ def framework_versions(extra_modules: tuple[str, ...] = ()) -> dict[str, str]:
         if module in sys.modules and module not in found:
             providers = importlib.metadata.packages_distributions().get(module, [])
             version = distribution_version(tuple(providers)) if providers else None
-            found[module] = version or "not installed as a distribution"
+            found[module] = version or "(no distribution metadata)"
     return found
 
 

@@ -200,7 +200,7 @@ class ReportCollector:
         from lstm_conformance.conformance import report
 
         summary = self.summary()
-        terminalreporter.write_sep("=", "lstm-conformance")
+        terminalreporter.write_sep("=", "lstm-conformance matrix")
         for line in report.terminal_lines(summary):
             terminalreporter.write_line(line)
         report_dir = self.config.stash[_SETTINGS].report_dir

@@ -348,22 +348,56 @@ def _conflicts(tests: list[SuiteResult]) -> list[Conflict]:
 _UNSUPPORTED = re.compile(r"^(?:unsupported: )?(?P<who>.+?) does not support (?P<what>[^;]+)(?:; (?P<hint>.*))?$")
 
 
-def skip_tree(groups: list[SkipGroup]) -> list[tuple[str, int, list[tuple[str, int]]]]:
-    """Skip reasons as (reason shared by implementations, total, [(implementation, count)]) for reasons that
-    several implementations share word for word, then (implementation, total, [(reason, count)]) for the rest;
-    largest first."""
+@dataclass(frozen=True)
+class SkipLine:
+    """One line of grouped skip reasons: either a reason several implementations share word for word (not an
+    implementation's own limit: a missing device, an unavailable framework) with a count per implementation, or
+    implementations whose own limits are the same, with a count per reason (each)."""
+
+    shared_reason: str | None
+    owners: tuple[tuple[str, int], ...]
+    #: Short reasons ("peepholes") with the count per implementation.
+    reasons: tuple[tuple[str, int], ...]
+    #: (implementation, full reason, count) behind the short ones.
+    details: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def total(self) -> int:
+        if self.shared_reason is not None:
+            return sum(n for _, n in self.owners)
+        return sum(n for _, n in self.reasons) * len(self.owners)
+
+    def text(self) -> str:
+        if self.shared_reason is not None:
+            return f"{self.shared_reason}: " + ", ".join(f"{owner} ({n})" for owner, n in self.owners)
+        each = " each" if len(self.owners) > 1 else ""
+        reasons = "; ".join(f"{reason} ({n}{each})" for reason, n in self.reasons)
+        return ", ".join(owner for owner, _ in self.owners) + ": " + reasons
+
+
+def skip_tree(groups: list[SkipGroup]) -> list[SkipLine]:
+    """Skip reasons counted once, largest first: reasons shared word for word by several implementations that
+    are not limits of their own (``does not support ...``), then implementations grouped by identical limits."""
     by_reason: dict[str, Counter[str]] = defaultdict(Counter)
     for group in groups:
         by_reason[group.reason][group.implementation] += group.count
-    shared = {reason: owners for reason, owners in by_reason.items() if len(owners) > 1}
+    lines = []
     by_owner: dict[str, Counter[str]] = defaultdict(Counter)
+    details: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
     for reason, owners in by_reason.items():
-        if reason not in shared:
-            for owner, count in owners.items():
-                by_owner[owner][reason] += count
-    tree = [(reason, sum(owners.values()), sorted(owners.items())) for reason, owners in shared.items()]
-    tree += [(owner, sum(reasons.values()), reasons.most_common()) for owner, reasons in by_owner.items()]
-    return sorted(tree, key=lambda entry: (-entry[1], entry[0]))
+        if len(owners) > 1 and not _UNSUPPORTED.match(reason):
+            lines.append(SkipLine(reason, tuple(sorted(owners.items())), ()))
+            continue
+        for owner, count in owners.items():
+            by_owner[owner][short_reason(reason)] += count
+            details[owner].append((owner, reason, count))
+    same_limits: dict[tuple[tuple[str, int], ...], list[str]] = defaultdict(list)
+    for owner, reasons in by_owner.items():
+        same_limits[tuple(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))].append(owner)
+    for key, names in same_limits.items():
+        behind = tuple(item for name in sorted(names) for item in sorted(details[name]))
+        lines.append(SkipLine(None, tuple((name, 0) for name in sorted(names)), key, behind))
+    return sorted(lines, key=lambda line: (-line.total, line.text()))
 
 
 def short_reason(reason: str) -> str:
@@ -448,20 +482,14 @@ def failure_lines(summary: Summary) -> list[str]:
 
 
 def skip_lines(summary: Summary, width: int = 150) -> list[str]:
-    """Skip reasons counted once: per implementation its reasons with counts (a reason several implementations
-    share word for word: once, with the implementations), largest first, wrapped to ``width``."""
+    """The grouped skip reasons (``skip_tree``), wrapped to ``width``."""
     tree = skip_tree(summary.skip_reasons)
     if not tree:
         return []
-    owners = {group.implementation for group in summary.skip_reasons}
     total = sum(group.count for group in summary.skip_reasons)
     lines = [f"skipped tests ({total}), by implementation and reason (count); full sentences in report.html:"]
-    for head, count, children in tree[:MAX_SKIP_LINES]:
-        if head in owners:  # an implementation's own limits
-            text = f"{head}: " + "; ".join(f"{short_reason(reason)} ({n})" for reason, n in children)
-        else:
-            text = f"{_clip(head, 100)}: " + ", ".join(f"{owner} ({n})" for owner, n in children)
-        lines += _wrapped(f"  {count:>4}  ", text, width, most=3)
+    for line in tree[:MAX_SKIP_LINES]:
+        lines += _wrapped(f"  {line.total:>4}  ", line.text(), width, most=3)
     if len(tree) > MAX_SKIP_LINES:
         lines.append(f"  ... {len(tree) - MAX_SKIP_LINES} more groups in report.html")
     return lines

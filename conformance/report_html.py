@@ -19,7 +19,6 @@ from lstm_conformance.conformance.report import (
     Summary,
     cell_text,
     legend_lines,
-    short_reason,
     skip_tree,
     summary_line,
 )
@@ -174,20 +173,21 @@ def _skip_section(summary: Summary) -> str:
     tree = skip_tree(summary.skip_reasons)
     if not tree:
         return "<h2>Skipped</h2><p>none</p>"
-    owners = {group.implementation for group in summary.skip_reasons}
     blocks = []
-    for head, count, children in tree:
-        if head in owners:
-            title = f"{esc(head)} cannot run {count} tests: " + esc(
-                ", ".join(f"{short_reason(reason)} ({n})" for reason, n in children)
-            )
-            rows = "".join(f"<tr><td>{n}</td><td>{esc(reason)}</td></tr>" for reason, n in children)
+    for line in tree:
+        if line.shared_reason is not None:
+            rows = "".join(f"<tr><td>{n}</td><td>{esc(owner)}</td></tr>" for owner, n in line.owners)
         else:
-            title = f"{count} tests: {esc(head)}"
-            rows = "".join(f"<tr><td>{n}</td><td>{esc(owner)}</td></tr>" for owner, n in children)
-        blocks.append(f"<details><summary>{title}</summary><table>{rows}</table></details>")
+            rows = "".join(
+                f"<tr><td>{n}</td><td>{esc(owner)}</td><td>{esc(reason)}</td></tr>" for owner, reason, n in line.details
+            )
+        summary_text = f"{line.total} tests: {esc(line.text())}"
+        blocks.append(f"<details><summary>{summary_text}</summary><table>{rows}</table></details>")
     total = sum(group.count for group in summary.skip_reasons)
-    return f"<h2>Skipped ({total} tests), grouped by implementation and reason</h2>{''.join(blocks)}"
+    return (
+        f"<h2>Skipped ({total} tests), grouped by implementation and reason</h2>"
+        "<p class='note'>click a line for the reasons' full sentences</p>" + "".join(blocks)
+    )
 
 
 def _not_run_section(summary: Summary) -> str:
@@ -281,6 +281,7 @@ def small_multiples_svg(points: list[LengthPoint], check: str) -> str:
         x += 16 + 8 * len(label) + 20
     out.append(f"<line x1='{x:.0f}' x2='{x + 24:.0f}' y1='12' y2='12' stroke='#c00' stroke-dasharray='5,3'/>")
     out.append(f"<text x='{x + 30:.0f}' y='16' font-size='13'>tolerance (w = 1)</text>")
+    out.append(f"<text x='{x + 170:.0f}' y='16' font-size='13' fill='#555'>x: sequence length T (log)</text>")
     for number, name in enumerate(names):
         left = PANEL_WIDTH * (number % PANELS_PER_ROW)
         top = legend_height + PANEL_HEIGHT * (number // PANELS_PER_ROW)
@@ -335,10 +336,11 @@ def _panel(
             "stroke='#666'/>"
         )
         out.append(f"<text x='{x:.1f}' y='{plot_top + plot_h + 15:.0f}' text-anchor='middle'>{t}</text>")
-    out.append(
-        f"<text x='{plot_left + plot_w / 2:.0f}' y='{top + PANEL_HEIGHT - 3:.0f}' text-anchor='middle' "
-        "fill='#555'>sequence length T</text>"
-    )
+    if all(p.worst_ratio == 0 for points in series.values() for p in points):
+        out.append(
+            f"<text x='{plot_left + plot_w / 2:.0f}' y='{plot_top + plot_h - 8:.0f}' text-anchor='middle' "
+            "fill='#555'>exact: every error 0</text>"
+        )
     tolerance_y = y_of(1.0)
     out.append(
         f"<line x1='{plot_left:.0f}' x2='{plot_left + plot_w:.0f}' y1='{tolerance_y:.1f}' y2='{tolerance_y:.1f}' "

@@ -34,6 +34,8 @@ REPORT_VERSION = 1
 #: The console page's budget for the long sections (the whole page stays within ~150 lines).
 MAX_FAILURES_SHOWN = 12
 MAX_SKIP_LINES = 30
+#: What a merged report says where its jobs' settings differ.
+PER_JOB = "(per job)"
 
 
 class SuiteRecord(TypedDict, total=False):
@@ -442,8 +444,9 @@ def legend_lines(summary: Summary) -> list[str]:
 def header_lines(summary: Summary) -> list[str]:
     run = summary.run
     tf32 = "allowed on cuda" if run.allow_tf32 else "off (strict)"
+    seed, examples = (PER_JOB if value is None else value for value in (run.seed, run.max_examples))
     lines = [
-        f"profile {run.profile} (--lstm-profile); seed {run.seed} (--lstm-seed); {run.max_examples} drawn examples "
+        f"profile {run.profile} (--lstm-profile); seed {seed} (--lstm-seed); {examples} drawn examples "
         f"per target; devices {','.join(run.devices)}; dtypes {','.join(run.dtypes)}; TF32 {tf32}",
         "math modes that ran: "
         + ("; ".join(f"{key} [reported: {', '.join(value)}]" for key, value in summary.math_modes.items()) or "none"),

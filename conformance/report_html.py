@@ -14,6 +14,7 @@ from collections import defaultdict
 from lstm_conformance.conformance.environment import Environment
 from lstm_conformance.conformance.report import (
     CHECKS,
+    PER_JOB,
     Cell,
     LengthPoint,
     Summary,
@@ -77,8 +78,8 @@ def _run_section(summary: Summary) -> str:
     run = summary.run
     rows = [
         ("profile", run.profile),
-        ("seed", str(run.seed)),
-        ("drawn examples per target", str(run.max_examples)),
+        ("seed", PER_JOB if run.seed is None else str(run.seed)),
+        ("drawn examples per target", PER_JOB if run.max_examples is None else str(run.max_examples)),
         ("devices", ", ".join(run.devices)),
         ("dtypes", ", ".join(run.dtypes)),
         ("TF32", "allowed on cuda" if run.allow_tf32 else "off (strict)"),

@@ -199,6 +199,7 @@ def test_check_prints_one_page_with_versions_and_counted_warnings(
     assert "torch UserWarning: LSTM with projections" in page
     assert "warnings summary" not in page
     assert "SKIPPED [" not in page
+    assert not re.search(r"test_conformance\.py [.sxF]", page)  # not a terminal: no progress characters
     assert "frameworks that ran: torch " in page
     data = json.loads((out / "report.json").read_text())
     assert data["environment"]["frameworks"]["torch"] == importlib.metadata.version("torch")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 
 #: pytest exit codes -> the command line's (0 success, 1 a check failed, 2 usage or input error).
 _EXIT_OK, _EXIT_TESTS_FAILED = 0, 1
@@ -71,7 +72,7 @@ def suite_options_help() -> str:
         if default not in (None, False, [], "") and "default" not in help_text:
             help_text += f" (default: {default})"
         lines.append(f"  {flag}")
-        lines.append(f"      {help_text}")
+        lines.append(textwrap.fill(help_text, width=110, initial_indent=" " * 6, subsequent_indent=" " * 6))
     return "\n".join(lines)
 
 

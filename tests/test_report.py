@@ -119,6 +119,23 @@ def test_console_page_groups_skips_once_and_ends_with_one_summary_line() -> None
     assert "5/0/41/0 w=0.03" in matrix_row
 
 
+def test_implementations_with_the_same_limits_share_one_skip_line() -> None:
+    reason = "unsupported: {} does not support proj_size; {} has no projection"
+    results = [
+        _result(name, "skipped", case=f"p{n}", reason=reason.format(framework, name))
+        for name, framework in (("keras", "Keras"), ("flax", "Flax"))
+        for n in range(4)
+    ]
+    results.append(_result("flax-optimized", "skipped", reason=reason.format("Flax", "flax-optimized")))
+    lines = report.skip_lines(_summary(results))
+    assert lines[1:] == ["     8  flax, keras: proj_size (4 each)", "     1  flax-optimized: proj_size (1)"]
+    (first, _) = report.skip_tree(_summary(results).skip_reasons)
+    assert {reason for _, reason, _ in first.details} == {
+        reason.format("Keras", "keras"),
+        reason.format("Flax", "flax"),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Plots
 # ----------------------------------------------------------------------------------------------------------

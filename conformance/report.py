@@ -352,53 +352,62 @@ _UNSUPPORTED = re.compile(r"^(?:unsupported: )?(?P<who>.+?) does not support (?P
 
 @dataclass(frozen=True)
 class SkipLine:
-    """One line of grouped skip reasons: either a reason several implementations share word for word (not an
-    implementation's own limit: a missing device, an unavailable framework) with a count per implementation, or
-    implementations whose own limits are the same, with a count per reason (each)."""
+    """One line of grouped skip reasons: ``head: key (count); key (count)...``. Three kinds: a reason several
+    implementations share word for word that is no limit of their own (a missing device), with a count per
+    implementation; implementations whose own limits are the same, with a count per limit (``multiplier``: how
+    many implementations have these counts each); pair tests skipped because one side cannot run the case."""
 
-    shared_reason: str | None
-    owners: tuple[tuple[str, int], ...]
-    #: Short reasons ("peepholes") with the count per implementation.
-    reasons: tuple[tuple[str, int], ...]
-    #: (implementation, full reason, count) behind the short ones.
+    head: str
+    counts: tuple[tuple[str, int], ...]
+    multiplier: int = 1
+    #: (implementation, full reason, count) behind the short limits.
     details: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def total(self) -> int:
-        if self.shared_reason is not None:
-            return sum(n for _, n in self.owners)
-        return sum(n for _, n in self.reasons) * len(self.owners)
+        return sum(n for _, n in self.counts) * self.multiplier
 
     def text(self) -> str:
-        if self.shared_reason is not None:
-            return f"{self.shared_reason}: " + ", ".join(f"{owner} ({n})" for owner, n in self.owners)
-        each = " each" if len(self.owners) > 1 else ""
-        reasons = "; ".join(f"{reason} ({n}{each})" for reason, n in self.reasons)
-        return ", ".join(owner for owner, _ in self.owners) + ": " + reasons
+        each = " each" if self.multiplier > 1 else ""
+        return f"{self.head}: " + "; ".join(f"{key} ({n}{each})" for key, n in self.counts)
+
+
+def _by_count(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def skip_tree(groups: list[SkipGroup]) -> list[SkipLine]:
     """Skip reasons counted once, largest first: reasons shared word for word by several implementations that
-    are not limits of their own (``does not support ...``), then implementations grouped by identical limits."""
+    are not limits of their own (``does not support ...``); implementations grouped by identical limits; and
+    one line for the pair tests that one side's limits skip (those limits are on that side's own line)."""
     by_reason: dict[str, Counter[str]] = defaultdict(Counter)
     for group in groups:
         by_reason[group.reason][group.implementation] += group.count
     lines = []
     by_owner: dict[str, Counter[str]] = defaultdict(Counter)
     details: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    pairs: Counter[str] = Counter()
+    pair_details: list[tuple[str, str, int]] = []
     for reason, owners in by_reason.items():
         if len(owners) > 1 and not _UNSUPPORTED.match(reason):
-            lines.append(SkipLine(reason, tuple(sorted(owners.items())), ()))
+            lines.append(SkipLine(reason, _by_count(Counter(owners))))
             continue
         for owner, count in owners.items():
+            if "+" in owner:
+                pairs[short_reason(reason)] += count
+                pair_details.append((owner, reason, count))
+                continue
             by_owner[owner][short_reason(reason)] += count
             details[owner].append((owner, reason, count))
     same_limits: dict[tuple[tuple[str, int], ...], list[str]] = defaultdict(list)
     for owner, reasons in by_owner.items():
-        same_limits[tuple(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))].append(owner)
+        same_limits[_by_count(reasons)].append(owner)
     for key, names in same_limits.items():
         behind = tuple(item for name in sorted(names) for item in sorted(details[name]))
-        lines.append(SkipLine(None, tuple((name, 0) for name in sorted(names)), key, behind))
+        lines.append(SkipLine(", ".join(sorted(names)), key, len(names), behind))
+    if pairs:
+        head = "pairs where one side cannot run the case (its line says why)"
+        lines.append(SkipLine(head, _by_count(pairs), 1, tuple(sorted(pair_details))))
     return sorted(lines, key=lambda line: (-line.total, line.text()))
 
 

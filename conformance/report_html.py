@@ -176,12 +176,12 @@ def _skip_section(summary: Summary) -> str:
         return "<h2>Skipped</h2><p>none</p>"
     blocks = []
     for line in tree:
-        if line.shared_reason is not None:
-            rows = "".join(f"<tr><td>{n}</td><td>{esc(owner)}</td></tr>" for owner, n in line.owners)
-        else:
+        if line.details:
             rows = "".join(
                 f"<tr><td>{n}</td><td>{esc(owner)}</td><td>{esc(reason)}</td></tr>" for owner, reason, n in line.details
             )
+        else:
+            rows = "".join(f"<tr><td>{n}</td><td>{esc(owner)}</td></tr>" for owner, n in line.counts)
         summary_text = f"{line.total} tests: {esc(line.text())}"
         blocks.append(f"<details><summary>{summary_text}</summary><table>{rows}</table></details>")
     total = sum(group.count for group in summary.skip_reasons)

@@ -109,7 +109,7 @@ def test_console_page_groups_skips_once_and_ends_with_one_summary_line() -> None
     page = "\n".join(lines)
     assert page.count("peepholes") == 1
     assert "torch: peepholes (40)" in page
-    assert re.search(r"no CUDA device here: jax \(1\), torch \(1\)", page)
+    assert re.search(r"no CUDA device here: jax \(1\); torch \(1\)", page)
     assert "w=0.03: the worst error was 3% of its tolerance" in page
     assert "tf-cell:fb0 = forget_bias=0.0" in page
     assert "reproduce alone: R" in page
@@ -127,9 +127,14 @@ def test_implementations_with_the_same_limits_share_one_skip_line() -> None:
         for n in range(4)
     ]
     results.append(_result("flax-optimized", "skipped", reason=reason.format("Flax", "flax-optimized")))
+    results.append(_result("keras", "skipped", check="pair", partner="flax", reason=reason.format("Keras", "keras")))
     lines = report.skip_lines(_summary(results))
-    assert lines[1:] == ["     8  flax, keras: proj_size (4 each)", "     1  flax-optimized: proj_size (1)"]
-    (first, _) = report.skip_tree(_summary(results).skip_reasons)
+    assert lines[1:] == [
+        "     8  flax, keras: proj_size (4 each)",
+        "     1  flax-optimized: proj_size (1)",
+        "     1  pairs where one side cannot run the case (its line says why): proj_size (1)",
+    ]
+    first = report.skip_tree(_summary(results).skip_reasons)[0]
     assert {reason for _, reason, _ in first.details} == {
         reason.format("Keras", "keras"),
         reason.format("Flax", "flax"),

@@ -1,4 +1,4 @@
-"""The ``lstm-conformance`` command line: convert, run, compare, inspect, check.
+"""The ``lstm-conformance`` command line: convert, run, compare, inspect, check, report.
 
 This module builds the argument parser and turns errors into exit statuses; the commands live in
 ``lstm_conformance.cli.<command>`` (parsing and printing over ``lstm_conformance.api``) and are imported only
@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "run": "lstm_conformance.cli.run:run_command",
     "compare": "lstm_conformance.cli.compare:compare_command",
     "inspect": "lstm_conformance.cli.inspect:inspect_command",
+    "report": "lstm_conformance.cli.report:report_command",
 }
 
 EXIT_OK = 0
@@ -109,7 +110,17 @@ _INSPECT = "List the LSTMs in MODEL and their layout: name, implementation, conf
 
 _CHECK = """\
 Run the conformance suite (the pytest plugin) over the installed implementations. Every argument after
-'check' goes to pytest unchanged: -n 2, -k EXPR, --lstm-implementations ..., --lstm-report DIR, ..."""
+'check' goes to pytest: -n 2, -k EXPR, --lstm-implementations ..., --lstm-report DIR, ...
+'lstm-conformance check --help' lists the suite's options, its profiles and examples."""
+
+_REPORT = """\
+Work with the reports of suite runs (--lstm-report DIR).
+
+merge DIR... --output DIR: read each job's report.json (a CI matrix: one job per framework, device or machine)
+and write one report.json and report.html to --output: every job's matrix rows, checks summed, each job's
+settings and environment (versions, device) kept under its label (the directory's name), and every test that
+two jobs judged differently flagged as a conflict. Exit 0 when the merged report passes, 1 when a job failed a
+check or two jobs conflict, 2 when an input is not a report.json of a suite run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_compare(commands)
     _add_inspect(commands)
+    _add_report(commands)
     # `check` is dispatched before parsing (its arguments belong to pytest); listed here for --help.
     commands.add_parser("check", help="run the conformance suite (pytest options pass through)", description=_CHECK)
     return parser
@@ -198,6 +210,20 @@ def _add_inspect(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL", help="the model file")
     parser.add_argument("--json", action="store_true", help="print a machine-readable listing")
     _add_reading(parser, select=False)
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    parser = _command(commands, "report", "merge the reports of several suite runs (CI jobs) into one", _REPORT)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    merge = actions.add_parser(
+        "merge",
+        help="one report.json and report.html from several jobs' reports",
+        description=_REPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument("directories", nargs="+", metavar="DIR", help="a job's --lstm-report directory (or report.json)")
+    merge.add_argument("--output", required=True, metavar="DIR", help="where to write report.json and report.html")
 
 
 def _positive(text: str) -> int:

@@ -21,6 +21,9 @@ IMPLEMENTATIONS: dict[str, str] = {
     "tf-keras": f"{_ADAPTERS}.keras_layer:TFKerasLSTM",
     "onnxruntime": f"{_ADAPTERS}.onnx_runtime:OnnxRuntimeLSTM",
     "onnx-reference": f"{_ADAPTERS}.onnx_runtime:OnnxReferenceLSTM",
+    "openvino": f"{_ADAPTERS}.openvino_runtime:OpenVinoLSTM",
+    "torch-onnx": f"{_ADAPTERS}.torch_export:TorchOnnxLegacy",
+    "torch-onnx-dynamo": f"{_ADAPTERS}.torch_export:TorchOnnxDynamo",
     "flax": f"{_ADAPTERS}.flax_cell:FlaxLSTMCell",
     "flax-optimized": f"{_ADAPTERS}.flax_cell:FlaxOptimizedLSTMCell",
 }

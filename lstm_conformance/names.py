@@ -24,6 +24,8 @@ IMPLEMENTATIONS: dict[str, str] = {
     "openvino": f"{_ADAPTERS}.openvino_runtime:OpenVinoLSTM",
     "torch-onnx": f"{_ADAPTERS}.torch_export:TorchOnnxLegacy",
     "torch-onnx-dynamo": f"{_ADAPTERS}.torch_export:TorchOnnxDynamo",
+    "keras-jax": f"{_ADAPTERS}.keras_backends:KerasJaxLSTM",
+    "keras-torch": f"{_ADAPTERS}.keras_backends:KerasTorchLSTM",
     "flax": f"{_ADAPTERS}.flax_cell:FlaxLSTMCell",
     "flax-optimized": f"{_ADAPTERS}.flax_cell:FlaxOptimizedLSTMCell",
 }

@@ -5,9 +5,10 @@ converter, fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` ops) and run in LiteRT's inter
 - No initial states and no per-sample lengths: the file's model takes the input sequence only (the fused op's
   states are variable tensors that start at zero); such runs are refused.
 - h_n and c_n are the fused ops' own state tensors after the call (``run_file``), read per layer and direction.
-- ``quantize="dynamic-int8"`` (constructor option; the suite's ``tflite:int8`` variant) runs the file that
+- ``quantize="dynamic-int8"`` (constructor option) runs the file that
   the writer's dynamic-range quantization writes: int8 weights, float32 activations; math mode
-  "float32 (dynamic-range int8 weights)", judged by its own tolerance (``conformance.tolerances``).
+  "float32 (dynamic-range int8 weights)" when the converter quantized any weight (it skips tensors under 1024
+  elements, so a small LSTM runs, and is reported, as float32).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lstm_conformance.adapters.formats.tflite_file import (
     LiteRTRun,
     check_writable,
     litert_unavailable_reason,
+    parse_lstm_ops,
     run_file,
     tflite_bytes,
 )
@@ -75,9 +77,11 @@ class LiteRTLSTM(Implementation):
         prepared = inputs.prepare(config)
         x = np.ascontiguousarray(prepared.x.swapaxes(0, 1), dtype=np.float32)  # the file takes [B, T, I]
         # The native step: write the file, run it.
-        run = run_file(tflite_bytes(weights, self.quantize, batch=x.shape[0]), x)
-        # Results in PyTorch's conventions.
-        return _result(config, run, inputs.batch_first, INT8_MATH_MODE if self.quantize else "float32")
+        data = tflite_bytes(weights, self.quantize, batch=x.shape[0])
+        run = run_file(data, x)
+        # Results in PyTorch's conventions; int8 only where the converter did quantize (tensors >= 1024 elements).
+        quantized = self.quantize is not None and any(op.quantized for op in parse_lstm_ops(data))
+        return _result(config, run, inputs.batch_first, INT8_MATH_MODE if quantized else "float32")
 
 
 def _result(config: LSTMConfig, run: LiteRTRun, batch_first: bool, math_mode: str) -> RunResult:

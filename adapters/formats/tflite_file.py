@@ -13,7 +13,9 @@ persist across ``invoke()`` calls: call ``reset_all_variables()`` between indepe
 ``cell_clip=10.0`` on every fused Keras LSTM, a clip the Keras layer does not have; the writer sets each op's
 ``cell_clip`` to the canonical one (0, no clip, when the model has none), through the schema's object API, so
 the file computes the canonical function. ``quantize="dynamic-int8"`` adds ``tf.lite.Optimize.DEFAULT`` without
-a representative dataset: dynamic-range quantization, int8 weights with float32 activations.
+a representative dataset: dynamic-range quantization, int8 weights with float32 activations; the converter
+quantizes only weight tensors of at least 1024 elements (smaller ones stay float32: a small LSTM is not
+quantized at all), so what was quantized is read from the file (``LstmOp.quantized``).
 
 Reading parses the flatbuffer with the ``tflite`` schema module LiteRT ships (``ai_edge_litert.
 schema_py_generated``, or TensorFlow's ``tensorflow.lite.python.schema_py_generated``). The op's inputs, as
@@ -163,6 +165,8 @@ class LstmOp:
     output_state: int
     cell_state: int
     output: int
+    #: Whether any of its weights is stored as int8 (dynamic-range quantization).
+    quantized: bool = False
 
 
 def _op_name(fb: ModuleType, model: Any, operator: Any) -> str:
@@ -241,6 +245,7 @@ def _read_op(fb: ModuleType, model: Any, subgraph: Any, operator: Any, layer: in
         output_state=inputs[18],
         cell_state=inputs[19],
         output=int(operator.outputs[0]),
+        quantized=any(inputs[i] >= 0 and subgraph.tensors[inputs[i]].type == fb.TensorType.INT8 for i in range(1, 17)),
     )
 
 
@@ -372,5 +377,8 @@ class TFLiteFormat(FileFormat):
             "(LiteRT cannot resize the fused op's batch), reset_all_variables() between sequences (its states persist)"
         ]
         if given.get("quantize"):
-            notes.append("dynamic-range int8 weights (tf.lite.Optimize.DEFAULT, no representative dataset)")
+            notes.append(
+                "dynamic-range int8 weights (tf.lite.Optimize.DEFAULT, no representative dataset); TF's converter "
+                "quantizes only weight tensors of 1024 elements or more"
+            )
         return notes

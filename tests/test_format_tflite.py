@@ -51,9 +51,9 @@ def _x(config: LSTMConfig, seed: int = 1, steps: int = 7, batch: int = 3) -> np.
     "config",
     [
         LSTMConfig(3, 5, num_layers=2, bidirectional=True),
-        LSTMConfig(4, 6, bias=False, cell_clip=0.3),
+        LSTMConfig(4, 6, cell_clip=0.3),
     ],
-    ids=["l2_bidir", "nobias_cell_clip"],
+    ids=["l2_bidir", "cell_clip"],
 )
 def test_litert_matches_reference(config: LSTMConfig) -> None:
     weights, x = _weights(config), _x(config)
@@ -104,6 +104,8 @@ def test_refusals(tmp_path: Path) -> None:
         get_format("tflite").read(bad, {})
     with pytest.raises(UnsupportedFeatureError):
         LiteRTLSTM().run(_weights(LSTMConfig(3, 5, peepholes=True)), RunInputs(_x(LSTMConfig(3, 5))), FLOAT32)
+    with pytest.raises(UnsupportedFeatureError, match="no_bias"):
+        LiteRTLSTM().run(_weights(LSTMConfig(3, 5, bias=False)), RunInputs(_x(LSTMConfig(3, 5))), FLOAT32)
     config = LSTMConfig(3, 5)
     with pytest.raises(UnsupportedFeatureError, match="initial states"):
         LiteRTLSTM().run(_weights(config), RunInputs(_x(config), h0=np.zeros((1, 3, 5))), FLOAT32)

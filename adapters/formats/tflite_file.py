@@ -51,7 +51,8 @@ from lstm_conformance.reference.layout import Activation, LayerWeights, LSTMConf
 #: Writer options: the quantization modes.
 QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8",)
 #: The features the writer's Keras route holds (cell_clip is set on the fused op after conversion).
-WRITER_FEATURES: frozenset[str] = frozenset({"num_layers", "bidirectional", "no_bias", "cell_clip"})
+#: Not "no_bias": TF 2.21's converter does not fuse a use_bias=False Keras LSTM (the writer refuses it).
+WRITER_FEATURES: frozenset[str] = frozenset({"num_layers", "bidirectional", "cell_clip"})
 #: LiteRT's ActivationFunctionType values -> canonical cell activation names.
 _FUSED_ACTIVATIONS: dict[int, str] = {0: "affine", 1: "relu", 4: "tanh"}
 
@@ -96,6 +97,10 @@ def check_writable(config: LSTMConfig) -> None:
 
     clipless = LSTMConfig(**{**config.__dict__, "cell_clip": None})
     check_keras_config(clipless, TF_KERAS)
+    if not config.bias:
+        raise UnsupportedFeatureError(
+            "LiteRT", "no_bias", "TF 2.21's converter writes no fused LSTM op for a use_bias=False Keras LSTM"
+        )
     if config.gate_activation != Activation("sigmoid") or config.cell_input_activation != Activation("tanh"):
         raise UnsupportedFeatureError("LiteRT", "activations other than sigmoid/tanh", "the fused LSTM op has none")
 
@@ -127,6 +132,15 @@ def tflite_bytes(weights: LSTMWeights, quantize: str | None = None, batch: int =
     if quantize == "dynamic-int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     data: bytes = converter.convert()
+    fused = len(parse_lstm_ops(data))
+    if fused != config.num_layers * config.num_directions:
+        # Without the fused op the file is an unrolled graph: no cell_clip to set, no state tensors to read.
+        raise UnsupportedFeatureError(
+            "LiteRT",
+            "an LSTM its converter does not fuse",
+            f"TF's converter wrote {fused} UNIDIRECTIONAL_SEQUENCE_LSTM ops for "
+            f"{config.num_layers * config.num_directions} LSTMs (it does not fuse this model)",
+        )
     return set_cell_clip(data, config.cell_clip or 0.0)
 
 

@@ -27,6 +27,8 @@ from lstm_conformance.reference.layout import Activation, LSTMConfig, LSTMWeight
 IMPLEMENTATION_VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "tf-cell": [("fb0", {"forget_bias": 0.0}), ("fb1", {"forget_bias": 1.0})],
     "tf-block": [("fb0", {"forget_bias": 0.0}), ("fb1", {"forget_bias": 1.0})],
+    # OpenVINO's CPU inference precision: strict f32, and the reduced bf16 its plugin would pick on CPUs with it.
+    "openvino": [("f32", {"precision": "f32"}), ("bf16", {"precision": "bf16"})],
 }
 
 

@@ -81,6 +81,14 @@ RULES: tuple[ToleranceRule, ...] = (
         6e-2,
         "bfloat16 (unit roundoff 3.9e-3); DESIGN.md measures cuDNN bfloat16 at 3.6e-3 (outputs), 6.2e-3 (gradients)",
     ),
+    ToleranceRule(
+        "float32",
+        6e-2,
+        "float32 model under OpenVINO's INFERENCE_PRECISION_HINT=bf16 (its reduced CPU mode; the run reports the "
+        "precision the plugin compiled); the bfloat16 rule's allowance. Not measured in bf16 here: the CI CPU "
+        "(AVX2, no AVX512-BF16/AMX) compiles it as f32, measured at 2.6e-7",
+        implementation="openvino:bf16",
+    ),
 )
 
 

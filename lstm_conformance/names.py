@@ -21,6 +21,12 @@ IMPLEMENTATIONS: dict[str, str] = {
     "tf-keras": f"{_ADAPTERS}.keras_layer:TFKerasLSTM",
     "onnxruntime": f"{_ADAPTERS}.onnx_runtime:OnnxRuntimeLSTM",
     "onnx-reference": f"{_ADAPTERS}.onnx_runtime:OnnxReferenceLSTM",
+    "openvino": f"{_ADAPTERS}.openvino_runtime:OpenVinoLSTM",
+    "tflite": f"{_ADAPTERS}.litert:LiteRTLSTM",
+    "torch-onnx": f"{_ADAPTERS}.torch_export:TorchOnnxLegacy",
+    "torch-onnx-dynamo": f"{_ADAPTERS}.torch_export:TorchOnnxDynamo",
+    "keras-jax": f"{_ADAPTERS}.keras_backends:KerasJaxLSTM",
+    "keras-torch": f"{_ADAPTERS}.keras_backends:KerasTorchLSTM",
     "flax": f"{_ADAPTERS}.flax_cell:FlaxLSTMCell",
     "flax-optimized": f"{_ADAPTERS}.flax_cell:FlaxOptimizedLSTMCell",
 }
@@ -34,6 +40,7 @@ FORMATS: dict[str, str] = {
     "keras-h5": f"{_ADAPTERS}.formats.keras_file:KerasH5Format",
     "tf-checkpoint": f"{_ADAPTERS}.formats.tf_checkpoint:TFCheckpointFormat",
     "onnx": f"{_ADAPTERS}.formats.onnx_file:OnnxFormat",
+    "tflite": f"{_ADAPTERS}.formats.tflite_file:TFLiteFormat",
 }
 
 #: dtypes by name; bfloat16 is named, since NumPy has no such dtype.

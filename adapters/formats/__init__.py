@@ -39,6 +39,7 @@ SUFFIXES: dict[str, str] = {
     ".pt": "torch",
     ".pth": "torch",
     ".onnx": "onnx",
+    ".tflite": "tflite",
     ".npz": "npz",
     ".ckpt": "tf-checkpoint",
 }

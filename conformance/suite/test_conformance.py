@@ -114,7 +114,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if settings.max_examples:
             for target in targets:
                 for where in _places(settings, target):
-                    params.append(pytest.param((target, where), id=f"{target.id}-{where.id}"))
+                    # A limitation of every case (a whole dtype, feature "*") holds for the drawn ones too.
+                    marks = _xfail_marks([target], Case("drawn", case_by_name("l1_basic").config), where, "drawn")
+                    params.append(pytest.param((target, where), marks=marks, id=f"{target.id}-{where.id}"))
         if not params:
             why = "no drawn cases: --lstm-max-examples is 0" if not settings.max_examples else "nothing selected"
             params.append(pytest.param(None, marks=pytest.mark.skip(reason=why), id="none"))

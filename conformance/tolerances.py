@@ -18,7 +18,11 @@ is never judged by a float32 tolerance, and a strict run that reports TF32 fails
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 #: Math modes, by the name the report and the rules use.
 MATH_MODES: tuple[str, ...] = ("float64", "float32", "tf32", "float16", "bfloat16")
@@ -32,6 +36,9 @@ class ToleranceRule:
     implementation: str = "*"
     device: str = "*"
     check: str = "*"
+    #: The per-step scale term never goes below this fraction of the tensor's max |expected| (low precision:
+    #: gradients that vanish over the steps underflow there, so their error is judged against the tensor).
+    step_floor: float = 0.0
 
     def matches(self, math_mode: str, implementation: str, device: str, check: str) -> bool:
         return (
@@ -84,13 +91,46 @@ RULES: tuple[ToleranceRule, ...] = (
 )
 
 
+#: Tensors indexed by time (time-major [T, B, F]; [B, T, F] batch-first): their scale term is per step.
+TIME_INDEXED: tuple[str, ...] = ("y", "grad_x")
+#: Smallest normal number per math mode: values below it have lost relative precision to underflow.
+SMALLEST_NORMAL: dict[str, float] = {
+    "float64": 2.2e-308,
+    "float32": 1.2e-38,
+    "tf32": 1.2e-38,
+    "float16": 6.1e-5,
+    "bfloat16": 1.2e-38,
+}
+
+
 @dataclass(frozen=True)
 class Tolerance:
-    """The tolerance one comparison uses: the rule's rtol times growth(T), with the rule kept for messages."""
+    """The tolerance one comparison uses: the rule's rtol times growth(T), with the rule kept for messages;
+    ``time_axis`` is the axis of time in the time-indexed tensors (1 for batch-first runs)."""
 
     rtol: float
     steps: int
     rule: ToleranceRule
+    time_axis: int = 0
+
+    def with_time_axis(self, batch_first: bool) -> Tolerance:
+        return replace(self, time_axis=1 if batch_first else 0)
+
+    def scale(self, tensor: str, magnitude: NDArray[Any]) -> NDArray[Any] | float:
+        """The scale term of every element of ``tensor`` (``magnitude`` = |expected|): the tensor's max
+        |expected|, or for a time-indexed tensor (``TIME_INDEXED``) the max |expected| of the element's own
+        step, floored at ``rule.step_floor`` times the tensor's max and at the smallest normal over rtol.
+
+        Why per step: the rounding error of a step's values is in proportion to that step's magnitudes (grad_x
+        at step t is dA_t @ W), and gradients shrink over a long sequence (measured: t1000's grad_x at step 0 is
+        ~1e-3 to 1e-6 of the last step's). Under the tensor's max a bug confined to the early steps of a long
+        sequence stayed below tolerance; under the per-step scale it fails (tests/test_tolerances.py)."""
+        overall = float(magnitude.max())
+        if tensor not in TIME_INDEXED or magnitude.ndim < 2:
+            return max(overall, 1e-30)
+        other = tuple(axis for axis in range(magnitude.ndim) if axis != self.time_axis)
+        floor = max(self.rule.step_floor * overall, SMALLEST_NORMAL.get(self.rule.math_mode, 2.2e-308) / self.rtol)
+        return np.maximum(magnitude.max(axis=other, keepdims=True), floor)
 
     def describe(self) -> str:
         return f"rtol {self.rtol:.3g} ({self.rule.math_mode}, T={self.steps}: {self.rule.reason})"
@@ -112,8 +152,13 @@ def tolerance_for(math_mode: str, implementation: str, device: str, check: str, 
 def combined(first: Tolerance, second: Tolerance) -> Tolerance:
     """Two implementations compared with each other: each may be its own tolerance from the reference."""
     rule = first.rule if first.rtol >= second.rtol else second.rule
-    merged = ToleranceRule(rule.math_mode, first.rtol + second.rtol, f"sum of both sides' tolerances; {rule.reason}")
-    return Tolerance(first.rtol + second.rtol, first.steps, merged)
+    merged = ToleranceRule(
+        rule.math_mode,
+        first.rtol + second.rtol,
+        f"sum of both sides' tolerances; {rule.reason}",
+        step_floor=max(first.rule.step_floor, second.rule.step_floor),
+    )
+    return Tolerance(first.rtol + second.rtol, first.steps, merged, first.time_axis)
 
 
 def math_mode_for(dtype: str, mode: str) -> str:

@@ -224,7 +224,7 @@ def _check_against_reference(request: pytest.FixtureRequest, single: tuple[Targe
     result = _run(implementation, target, case, settings.seed, where, gradients)
     record["math_mode"] = result.math_mode
     expected_outputs, expected_gradients = runtime.reference_result(case, settings.seed, where.dtype)
-    tolerance = _tolerance(target, where, check, case.steps)
+    tolerance = _tolerance(target, where, check, case.steps).with_time_axis(case.batch_first)
     reproduce = _reproduce(request, settings, [target])
     assert_math_mode(
         problem=strict_mode_violation(where.mode, result.math_mode),
@@ -263,6 +263,7 @@ def test_pair(request: pytest.FixtureRequest, pair: tuple[Target, Target, Case, 
         want_gradients = implementation.capabilities().gradients
         results.append(_run(implementation, target, case, settings.seed, where, want_gradients))
     tolerance = combined(*(_tolerance(t, where, "gradients", case.steps) for t in (first, second)))
+    tolerance = tolerance.with_time_axis(case.batch_first)
     as_expected = LSTMOutputs(y=results[1].y, h_n=results[1].h_n, c_n=results[1].c_n)
     measurements = _forward_measurements(results[0], as_expected, tolerance)
     if results[0].gradients is not None and results[1].gradients is not None:
@@ -337,7 +338,7 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
             record["examples"] += 1
             record["steps_seen"].append(case.steps)
             measurements_counted = True
-        tolerance = _tolerance(target, where, "gradients", case.steps)
+        tolerance = _tolerance(target, where, "gradients", case.steps).with_time_axis(case.batch_first)
         measurements = _forward_measurements(result, expected_outputs, tolerance)
         if gradients:
             measurements += _gradient_measurements(result.gradients, expected_gradients, tolerance)

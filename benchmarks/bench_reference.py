@@ -67,45 +67,38 @@ def gemm_floor_runner(config: LSTMConfig, steps: int, batch: int) -> Callable[[]
     steps. Their time is the floor of float64 GEMM throughput: no LSTM runs faster on this BLAS."""
     rng = np.random.default_rng(1)
     H, Hout, rows = config.hidden_size, config.output_size, steps * batch
-    operands = []
+    P = config.proj_size
+
+    def normal(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape)
+
+    directions = []
     for layer in range(config.num_layers):
         features = config.layer_input_size(layer)
         for _ in range(config.num_directions):
-            operands.append(
-                {
-                    "X": rng.normal(size=(rows, features)),
-                    "W": rng.normal(size=(4 * H, features)),
-                    "RT": rng.normal(size=(Hout, 4 * H)),
-                    "R": rng.normal(size=(4 * H, Hout)),
-                    "dA": rng.normal(size=(rows, 4 * H)),
-                    "Hs": rng.normal(size=(rows, Hout)),
-                    "h": rng.normal(size=(batch, Hout)),
-                    "m": rng.normal(size=(batch, H)),
-                    "projT": rng.normal(size=(H, Hout)) if config.proj_size else None,
-                    "proj": rng.normal(size=(Hout, H)) if config.proj_size else None,
-                    "M": rng.normal(size=(rows, H)) if config.proj_size else None,
-                    "z": np.empty((batch, 4 * H)),
-                    "dh": np.empty((batch, Hout)),
-                    "dm": np.empty((batch, H)),
-                }
+            directions.append(
+                (normal(rows, features), normal(4 * H, features), normal(Hout, 4 * H), normal(4 * H, Hout))
             )
+    dA, Hs, h, m = normal(rows, 4 * H), normal(rows, Hout), normal(batch, Hout), normal(batch, H)
+    projT, proj, M = normal(H, Hout), normal(Hout, H), normal(rows, H)
+    z, dh, dm = np.empty((batch, 4 * H)), np.empty((batch, Hout)), np.empty((batch, H))
 
     def run() -> Any:
-        for o in operands:
-            np.matmul(o["X"], o["W"].T)
+        for X, W, RT, R in directions:
+            np.matmul(X, W.T)
             for _ in range(steps):
-                np.matmul(o["h"], o["RT"], out=o["z"])
-                if o["projT"] is not None:
-                    np.matmul(o["m"], o["projT"], out=o["dh"])
+                np.matmul(h, RT, out=z)
+                if P:
+                    np.matmul(m, projT, out=dh)
             for _ in range(steps):
-                np.matmul(o["z"], o["R"], out=o["dh"])
-                if o["proj"] is not None:
-                    np.matmul(o["dh"], o["proj"], out=o["dm"])
-            o["dA"].T @ o["X"]
-            o["dA"].T @ o["Hs"]
-            o["dA"] @ o["W"]
-            if o["M"] is not None:
-                o["Hs"].T @ o["M"]
+                np.matmul(z, R, out=dh)
+                if P:
+                    np.matmul(dh, proj, out=dm)
+            dA.T @ X
+            dA.T @ Hs
+            dA @ W
+            if P:
+                Hs.T @ M
         return None
 
     return run

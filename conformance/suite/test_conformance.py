@@ -68,6 +68,22 @@ def _single_params(settings: SuiteSettings, targets: list[Target], check: str) -
     return params
 
 
+def _both_declare(first: Target, second: Target, case: Case) -> bool:
+    """Whether both capabilities declare every feature of ``case`` (a pair either side declines could only
+    skip; each side's refusal is already a skip with its reason in its own test of the case)."""
+    for target in (first, second):
+        capabilities = runtime.target_capabilities(target)
+        if capabilities is None:
+            continue
+        if capabilities.unsupported(case.config):
+            return False
+        if (case.ragged and not capabilities.seq_lens) or (case.initial_state and not capabilities.initial_state):
+            return False
+        if case.batch_first and not capabilities.batch_first:
+            return False
+    return True
+
+
 def _pair_params(settings: SuiteSettings, targets: list[Target]) -> list[Any]:
     params = []
     for first, second in itertools.combinations(targets, 2):
@@ -75,7 +91,7 @@ def _pair_params(settings: SuiteSettings, targets: list[Target]) -> list[Any]:
         both = set(runtime.plan(settings, first).cases) & set(runtime.plan(settings, second).cases)
         for where in shared:
             for case in map(case_by_name, PAIR_CASES):
-                if case not in both:
+                if case not in both or not _both_declare(first, second, case):
                     continue
                 marks = _xfail_marks([first, second], case, where, "pair")
                 pair_id = f"{first.id}+{second.id}-{where.id}-{case.name}"

@@ -42,9 +42,12 @@ class ToleranceRule:
     implementation: str = "*"
     device: str = "*"
     check: str = "*"
-    #: The per-step scale term never goes below this fraction of the tensor's max |expected| (low precision:
-    #: gradients that vanish over the steps underflow there, so their error is judged against the tensor).
-    step_floor: float = 0.0
+    #: The per-step scale term never goes below this fraction of the tensor's max |expected| (1.0: the tensor's
+    #: max, the rule as before). Per step only in float64: in float32 TF's BlockLSTM measured grad_x errors in
+    #: proportion to the tensor, not to the step (drawn I=1 H=8 T=100 B=1: error 1.6e-6 on a step value of
+    #: 7.9e-3, 7e-7 of the tensor's max 2.2; t1000 with vanishing gradients failed alike), so float32 and below
+    #: keep the tensor-wide scale.
+    step_floor: float = 1.0
 
     def matches(self, math_mode: str, implementation: str, device: str, check: str) -> bool:
         return (
@@ -67,6 +70,7 @@ RULES: tuple[ToleranceRule, ...] = (
         "300, saturated), as error / (|e| + per-step scale) / growth(T): torch 2.4e-15 forward, 1.5e-14 "
         "gradients (saturated_h9_long grad_x); torch-cell 2.4e-15, 1.0e-14; tf-cell 3.8e-15, 1.1e-14 "
         "(saturated): ~70x margin",
+        step_floor=1e-6,
     ),
     ToleranceRule(
         "float32",

@@ -711,6 +711,8 @@ def not_run_lines(settings: Any) -> list[str]:
                 f"{target.id}: {', '.join(missing_dtypes)} not generated (it runs {', '.join(capabilities.dtypes)} "
                 f"only); {planned * len(missing_dtypes)} cases not run"
             )
+        if not capabilities.gradients:
+            lines.append(f"{target.id}: gradients not generated (it runs forward only); {planned} cases not run")
         if "cuda" in settings.devices and "cuda" not in capabilities.devices:
             cpu_only.append(target.id)
         elif cuda_reason is not None and "cuda" in settings.devices:

@@ -10,6 +10,7 @@ time is the median over the repeats; the ratio is reference / torch (below 1: th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -59,6 +60,50 @@ def reference_runner(weights: LSTMWeights, x: np.ndarray, dy: np.ndarray) -> Cal
     return run
 
 
+def gemm_floor_runner(config: LSTMConfig, steps: int, batch: int) -> Callable[[], Any]:
+    """The matrix products alone of one forward plus backward, shaped as the reference (and PyTorch) make them,
+    per layer and direction: the input projection of all steps, the recurrent product of each step (and the
+    projection's), backward's per-step products, and the weight and input gradients as products over all
+    steps. Their time is the floor of float64 GEMM throughput: no LSTM runs faster on this BLAS."""
+    rng = np.random.default_rng(1)
+    H, Hout, rows = config.hidden_size, config.output_size, steps * batch
+    P = config.proj_size
+
+    def normal(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape)
+
+    directions = []
+    for layer in range(config.num_layers):
+        features = config.layer_input_size(layer)
+        for _ in range(config.num_directions):
+            directions.append(
+                (normal(rows, features), normal(4 * H, features), normal(Hout, 4 * H), normal(4 * H, Hout))
+            )
+    dA, Hs, h, m = normal(rows, 4 * H), normal(rows, Hout), normal(batch, Hout), normal(batch, H)
+    projT, proj, M = normal(H, Hout), normal(Hout, H), normal(rows, H)
+    z, dh, dm = np.empty((batch, 4 * H)), np.empty((batch, Hout)), np.empty((batch, H))
+
+    def run() -> Any:
+        for X, W, RT, R in directions:
+            np.matmul(X, W.T)
+            for _ in range(steps):
+                np.matmul(h, RT, out=z)
+                if P:
+                    np.matmul(m, projT, out=dh)
+            for _ in range(steps):
+                np.matmul(z, R, out=dh)
+                if P:
+                    np.matmul(dh, proj, out=dm)
+            dA.T @ X
+            dA.T @ Hs
+            dA @ W
+            if P:
+                Hs.T @ M
+        return None
+
+    return run
+
+
 def measure(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
     """Median wall time in ms per runner, interleaving them; one untimed warm-up run each."""
     for run in runners.values():
@@ -100,18 +145,32 @@ def main(argv: list[str] | None = None) -> int:
         f"T={args.steps} B={args.batch}, float64, forward+backward, median of {args.repeats} interleaved runs; "
         f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
-    print(f"{'case':<48} {'reference ms':>13} {'torch ms':>10} {'ratio':>7}")
+    print(
+        f"{'case':<48} {'reference ms':>13} {'torch ms':>10} {'GEMM floor ms':>14} {'ratio':>7} "
+        f"{'floor/torch':>12} {'of floor':>9}"
+    )
     for label, config in cases.items():
         rng = np.random.default_rng(0)
         weights = random_weights(config, rng)
         x = rng.normal(size=(args.steps, args.batch, config.input_size))
         dy = rng.normal(size=(args.steps, args.batch, config.num_directions * config.output_size))
-        runners = {"reference": reference_runner(weights, x, dy), "torch": torch_runner(weights, x, dy)}
+        runners = {
+            "reference": reference_runner(weights, x, dy),
+            "torch": torch_runner(weights, x, dy),
+            "floor": gemm_floor_runner(config, args.steps, args.batch),
+        }
         # Same function, same gradients: a benchmark of two different computations would mean nothing.
         np.testing.assert_allclose(runners["reference"](), runners["torch"]().numpy(), rtol=1e-9, atol=1e-12)
         medians = measure(runners, args.repeats)
-        ratio = medians["reference"] / medians["torch"]
-        print(f"{label:<48} {medians['reference']:>13.1f} {medians['torch']:>10.1f} {ratio:>7.2f}")
+        reference, torch_ms, floor = medians["reference"], medians["torch"], medians["floor"]
+        print(
+            f"{label:<48} {reference:>13.1f} {torch_ms:>10.1f} {floor:>14.1f} {reference / torch_ms:>7.2f} "
+            f"{floor / torch_ms:>12.2f} {floor / reference:>9.2f}"
+        )
+    print("ratio: reference / torch (aim <= 0.8); floor/torch: the GEMMs alone / torch; of floor: GEMMs alone / ")
+    print("reference (1.0: the reference spends all its time in the products it cannot avoid)")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} ", end="")
+    print(f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}")
     return 0
 
 

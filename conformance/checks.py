@@ -40,7 +40,8 @@ class Measurement:
 
 
 def measure(tensor: str, got: Any, expected: NDArray[Any], tolerance: Tolerance) -> Measurement:
-    """Compare ``got`` with ``expected`` elementwise: ``|got - expected| <= rtol * (|expected| + scale)``."""
+    """Compare ``got`` with ``expected`` elementwise: ``|got - expected| <= rtol * (|expected| + scale)``, the
+    scale the tensor's max |expected| (per step for y and grad_x: ``Tolerance.scale``)."""
     expected = np.asarray(expected, dtype=np.float64)
     if got is None:
         return Measurement(tensor, np.inf, (), np.nan, np.nan, np.inf, 0.0, np.inf, "got None")
@@ -50,9 +51,11 @@ def measure(tensor: str, got: Any, expected: NDArray[Any], tolerance: Tolerance)
         return Measurement(tensor, np.inf, (), np.nan, np.nan, np.inf, 0.0, np.inf, problem)
     if expected.size == 0:
         return Measurement(tensor, 0.0, (), 0.0, 0.0, 0.0, 0.0, 0.0)
-    scale = float(np.max(np.abs(expected)))
+    magnitude = np.abs(expected)
+    scale = float(np.max(magnitude))
     error = np.abs(got - expected)
-    allowed = tolerance.rtol * (np.abs(expected) + max(scale, 1e-30))
+    # The scale term: the tensor's max |expected|, per step for time-indexed tensors (Tolerance.scale).
+    allowed = tolerance.rtol * (magnitude + tolerance.scale(tensor, magnitude))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = np.where(np.isfinite(got), error / allowed, np.inf)
     flat = int(np.argmax(np.nan_to_num(ratios, nan=np.inf)))

@@ -7,6 +7,8 @@ the user names some.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,12 @@ DTYPES: tuple[str, ...] = NAMED_DTYPES
 DEFAULT_DEVICES = "cpu,cuda"
 DEFAULT_DTYPES = "float64,float32"
 DEFAULT_SEED = 0
-DEFAULT_MAX_EXAMPLES = 4
+DEFAULT_PROFILE = "standard"
+#: ``--lstm-profile`` values (``conformance.cases.PROFILES`` holds what each runs; kept here import-free).
+PROFILES: tuple[str, ...] = ("quick", "standard", "exhaustive")
+#: Hypothesis examples per implementation and place when ``--lstm-max-examples`` is not given, per profile.
+PROFILE_MAX_EXAMPLES: dict[str, int] = {"quick": 2, "standard": 4, "exhaustive": 25}
+DEFAULT_MAX_EXAMPLES = PROFILE_MAX_EXAMPLES[DEFAULT_PROFILE]
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class SuiteSettings:
     max_examples: int
     report_dir: Path | None
     explicit: dict[str, str] = field(default_factory=dict)
+    #: ``--lstm-profile``: quick, standard (the default) or exhaustive (``conformance.cases.PROFILES``).
+    profile: str = DEFAULT_PROFILE
 
     def math_modes(self, device: str, dtype: str) -> tuple[str, ...]:
         """The math modes one (device, dtype) runs in: "strict" always; also "tf32" for float32 on CUDA when
@@ -68,6 +77,8 @@ class SuiteSettings:
         parts.append(f"--lstm-seed {self.seed}")
         if self.allow_tf32:
             parts.append("--lstm-allow-tf32")
+        if self.profile != DEFAULT_PROFILE:
+            parts.append(f"--lstm-profile {self.profile}")
         for option in ("--lstm-device", "--lstm-dtype", "--lstm-max-examples"):
             if option in self.explicit:
                 parts.append(f"{option} {self.explicit[option]}")
@@ -100,10 +111,18 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption("--lstm-seed", default=str(DEFAULT_SEED), metavar="N", help="seed of weights, inputs, hypothesis")
     group.addoption(
+        "--lstm-profile",
+        default=DEFAULT_PROFILE,
+        metavar="NAME",
+        help="quick (toy grid), standard (default: sizes, lengths, batches and saturation within a CI budget) "
+        "or exhaustive (nightly and GPU runs)",
+    )
+    group.addoption(
         "--lstm-max-examples",
-        default=str(DEFAULT_MAX_EXAMPLES),
+        default=None,
         metavar="N",
-        help="hypothesis-drawn configurations per implementation, dtype and device (0: none)",
+        help="hypothesis-drawn configurations per implementation, dtype and device (0: none; "
+        "default: quick 2, standard 4, exhaustive 25)",
     )
     group.addoption("--lstm-report", default=None, metavar="DIR", help="write report.json and report.html to DIR")
 
@@ -162,18 +181,45 @@ def _third_party(specs: list[str]) -> tuple[ThirdParty, ...]:
     return tuple(found)
 
 
+#: Thread-count variables of the BLAS libraries and OpenMP runtimes the frameworks use (read at their import).
+THREAD_VARIABLES: tuple[str, ...] = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores_between_workers() -> None:
+    """In a pytest-xdist worker, give each worker its share of the cores for BLAS and OpenMP threads, unless the
+    user set them. Measured here: with -n 2 on 2 cores, each worker's NumPy running 2 OpenBLAS threads made a
+    reference run of I=H=512 ten times slower (1.8 s against 0.14 s with one thread), the threads of two
+    processes spinning against each other. Effective only before NumPy's first import (the plugin configures
+    before the suite module imports it)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2 or not os.environ.get("PYTEST_XDIST_WORKER") or "numpy" in sys.modules:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, share)
+
+
 def parse_settings(config: pytest.Config) -> SuiteSettings:
     """Validate every option; a bad value raises pytest.UsageError naming the option and the valid values."""
+    share_cores_between_workers()
 
     def get(option: str) -> Any:
         return config.getoption(option)
 
     explicit = {}
     defaults = {"--lstm-device": DEFAULT_DEVICES, "--lstm-dtype": DEFAULT_DTYPES}
-    defaults["--lstm-max-examples"] = str(DEFAULT_MAX_EXAMPLES)
     for option, default in defaults.items():
         if str(get(option)) != default:
             explicit[option] = str(get(option))
+    profile = _choices("--lstm-profile", str(get("--lstm-profile")), PROFILES)
+    if len(profile) != 1:
+        raise pytest.UsageError(f"--lstm-profile: one of {', '.join(PROFILES)}, got {get('--lstm-profile')!r}")
+    max_examples_text = get("--lstm-max-examples")
+    if max_examples_text is None:
+        max_examples = PROFILE_MAX_EXAMPLES[profile[0]]
+    else:
+        explicit["--lstm-max-examples"] = str(max_examples_text)
+        max_examples = _natural("--lstm-max-examples", str(max_examples_text))
     third_party = _third_party(list(get("--lstm-implementation")))
     names_text = get("--lstm-implementations")
     if names_text is not None:
@@ -199,7 +245,8 @@ def parse_settings(config: pytest.Config) -> SuiteSettings:
         dtypes=dtypes,
         allow_tf32=allow_tf32,
         seed=_natural("--lstm-seed", str(get("--lstm-seed"))),
-        max_examples=_natural("--lstm-max-examples", str(get("--lstm-max-examples"))),
+        max_examples=max_examples,
         report_dir=Path(report) if report else None,
         explicit=explicit,
+        profile=profile[0],
     )

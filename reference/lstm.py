@@ -384,12 +384,14 @@ def _backward_direction(
     dHpre = np.zeros((steps, batch, cell.output)) if cell.projection else None
     dh = np.array(dh_n)  # running d loss / d h_t, arriving from step t+1 and the final state
     dc = np.array(dc_n)
+    # Per-step scratch, allocated once (the same values as fresh temporaries, in the same order of operations).
+    dh_buffer, through_c, di_buffer = np.empty_like(dh), np.empty((batch, H)), np.empty((batch, H))
     G, Z = tape.G, tape.Z
     for t in range(steps - 1, -1, -1):
         n = active[t]
         g = G[t, :n]
         z = None if Z is None else Z[t, :n]
-        dh_t = dh[:n] + dY[t, :n]
+        dh_t = np.add(dh[:n], dY[t, :n], out=dh_buffer[:n])
         if params.proj is not None and dHpre is not None:
             if tape.Hpre is not None and cell.proj_clip is not None:
                 dh_t *= _clip_mask(tape.Hpre[t, :n], cell.proj_clip)
@@ -404,13 +406,16 @@ def _backward_direction(
         da_o = da[:, 3 * H :]
         np.multiply(dm, tc, out=da_o)
         da_o *= _gate_derivative(cell.gate, _block(z, 3, H), o, cell.gate_clip)
-        dc_t = dc[:n] + dm * o * cell.cell_output.derivative(c, tc)
+        # dc_t = dc + dm * o * act'(c), accumulated in place in dc[:n] (rows past n wait for their samples).
+        via_h = np.multiply(dm, o, out=through_c[:n])
+        via_h *= cell.cell_output.derivative(c, tc)
+        dc_t = np.add(dc[:n], via_h, out=dc[:n])
         if params.P is not None:
             dc_t += da_o * params.P[2]
         if tape.Cpre is not None and cell.cell_clip is not None:
             dc_t *= _clip_mask(tape.Cpre[t, :n], cell.cell_clip)
         i_gate, f_gate, g_gate = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H]
-        di = dc_t * g_gate
+        di = np.multiply(dc_t, g_gate, out=di_buffer[:n])
         if cell.input_forget:
             di -= dc_t * c_prev  # f = 1 - i: the f pre-activation gets no gradient
         else:
@@ -419,11 +424,10 @@ def _backward_direction(
         np.multiply(di, _gate_derivative(cell.gate, _block(z, 0, H), i_gate, cell.gate_clip), out=da[:, :H])
         np.multiply(dc_t, i_gate, out=da[:, 2 * H : 3 * H])
         da[:, 2 * H : 3 * H] *= _gate_derivative(cell.cell_input, _block(z, 2, H), g_gate, cell.gate_clip)
-        dc_prev = dc_t * f_gate
+        dc_prev = np.multiply(dc_t, f_gate, out=dc_t)  # dc[:n] becomes d loss / d c_{t-1}
         if params.P is not None:
             dc_prev += da[:, :H] * params.P[0]
             dc_prev += da[:, H : 2 * H] * params.P[1]
-        dc[:n] = dc_prev
         np.matmul(da, params.R, out=dh[:n])
     return _weight_gradients(cell, params, tape, dA, dHpre, dh, dc)
 
@@ -474,6 +478,8 @@ class _Network:
         steps = inputs.steps
         # Stable sort, longest first: the samples still running at step t are then a prefix of the batch.
         self.order = np.argsort(-inputs.seq_lens, kind="stable")
+        #: Already longest first (every full-length batch): the gathers into and out of sorted order are skipped.
+        self.sorted = bool((self.order == np.arange(inputs.batch)).all())
         self.lengths = inputs.seq_lens[self.order]
         self.active = [int((self.lengths > t).sum()) for t in range(steps)]
         self.ragged = inputs.ragged
@@ -498,7 +504,10 @@ class _Network:
         config, cell = self.config, self.cell
         dirs, Hout = config.num_directions, config.output_size
         order = self.order
-        layer_input = np.ascontiguousarray(self.inputs.x[:, order])
+        if self.sorted and not self.ragged:  # nothing to gather and nothing to zero: read x as it is
+            layer_input = np.ascontiguousarray(self.inputs.x)
+        else:
+            layer_input = np.ascontiguousarray(self.inputs.x[:, order])
         if self.ragged:  # padding never reaches the result, not even as NaN * 0 in a weight gradient
             layer_input[np.arange(self.inputs.steps)[:, None] >= self.lengths[None, :]] = 0.0
         h0, c0 = self.inputs.h0[:, order], self.inputs.c0[:, order]
@@ -523,7 +532,7 @@ class _Network:
             layer_input = output
         inverse = np.argsort(order)
         outputs = LSTMOutputs(
-            y=np.ascontiguousarray(layer_input[:, inverse]),
+            y=layer_input if self.sorted else np.ascontiguousarray(layer_input[:, inverse]),
             h_n=np.ascontiguousarray(h_n[:, inverse]),
             c_n=np.ascontiguousarray(c_n[:, inverse]),
         )
@@ -535,7 +544,7 @@ class _Network:
         assert inputs.dh_n is not None
         assert inputs.dc_n is not None
         dirs, Hout = config.num_directions, config.output_size
-        d_output = np.ascontiguousarray(inputs.dy[:, order])
+        d_output = np.ascontiguousarray(inputs.dy if self.sorted else inputs.dy[:, order])
         dh_n, dc_n = inputs.dh_n[:, order], inputs.dc_n[:, order]
         dh0, dc0 = np.empty_like(dh_n), np.empty_like(dc_n)
         layer_grads: list[list[LayerWeights]] = [[] for _ in range(config.num_layers)]
@@ -559,7 +568,7 @@ class _Network:
             d_output = d_input
         inverse = np.argsort(order)
         return LSTMGradients(
-            x=np.ascontiguousarray(d_output[:, inverse]),
+            x=d_output if self.sorted else np.ascontiguousarray(d_output[:, inverse]),
             h0=np.ascontiguousarray(dh0[:, inverse]),
             c0=np.ascontiguousarray(dc0[:, inverse]),
             weights=LSTMWeights(config, layer_grads),

@@ -20,14 +20,13 @@ Each test records what it measured in ``user_properties`` (the plugin's report r
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from lstm_conformance.adapters.base import Implementation, RunOptions, RunResult
+from lstm_conformance.adapters.base import Implementation, RunResult
 from lstm_conformance.conformance import runtime
-from lstm_conformance.conformance.cases import GRID, PAIR_CASES, Case, case_by_name, drawn_cases
+from lstm_conformance.conformance.cases import PAIR_CASES, PROFILES, Case, case_by_name, cost_model, drawn_cases
 from lstm_conformance.conformance.checks import (
     Measurement,
     assert_all_close,
@@ -37,7 +36,7 @@ from lstm_conformance.conformance.checks import (
 )
 from lstm_conformance.conformance.limitations import find_limitation
 from lstm_conformance.conformance.plugin import RECORD_KEY, suite_settings
-from lstm_conformance.conformance.runtime import Target
+from lstm_conformance.conformance.runtime import Target, Where
 from lstm_conformance.conformance.settings import SuiteSettings
 from lstm_conformance.conformance.tolerances import (
     Tolerance,
@@ -50,33 +49,6 @@ from lstm_conformance.reference.errors import UnsupportedFeatureError
 from lstm_conformance.reference.lstm import LSTMOutputs
 
 
-@dataclass(frozen=True)
-class Where:
-    """Dtype, device and math mode ("strict" or "tf32") of one test."""
-
-    dtype: str
-    device: str
-    mode: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.dtype}-{self.device}" + ("-tf32" if self.mode == "tf32" else "")
-
-    def options(self) -> RunOptions:
-        return RunOptions(dtype=self.dtype, device=self.device, allow_tf32=self.mode == "tf32")  # type: ignore[arg-type]
-
-
-def _places(settings: SuiteSettings, target: Target) -> list[Where]:
-    """Dtype x device x mode for one implementation: CUDA only for those whose capabilities list it."""
-    devices = [d for d in settings.devices if d == "cpu" or d in runtime.capability_devices(target)]
-    return [
-        Where(dtype, device, mode)
-        for device in devices
-        for dtype in settings.dtypes
-        for mode in settings.math_modes(device, dtype)
-    ]
-
-
 def _xfail_marks(targets: list[Target], case: Case, where: Where, check: str) -> list[Any]:
     for target in targets:
         limitation = find_limitation(target.id, case.features(), where.device, where.dtype, check)
@@ -85,27 +57,66 @@ def _xfail_marks(targets: list[Target], case: Case, where: Where, check: str) ->
     return []
 
 
+def _single_params(settings: SuiteSettings, targets: list[Target], check: str) -> list[Any]:
+    """Every (implementation, case, place) the profile plans: dtypes and devices the implementation has, CUDA
+    where a device is present, float16 too for the saturation cases; what is not generated is one line each in
+    ``cases.not_run_lines``."""
+    params = []
+    for target in targets:
+        capabilities = runtime.target_capabilities(target)
+        if check == "gradients" and capabilities is not None and not capabilities.gradients:
+            continue  # forward only: one line in cases.not_run_lines, not a skipped test per case
+        places = runtime.places(settings, target)
+        extra = runtime.float16_places(settings, target)
+        for case in runtime.plan(settings, target).cases:
+            wheres = places + [w for w in extra if w not in places] if case.float16_too else places
+            for where in wheres:
+                marks = _xfail_marks([target], case, where, check)
+                value = (target, case, where)
+                params.append(pytest.param(value, marks=marks, id=f"{target.id}-{where.id}-{case.name}"))
+    return params
+
+
+def _both_declare(first: Target, second: Target, case: Case) -> bool:
+    """Whether both capabilities declare every feature of ``case`` (a pair either side declines could only
+    skip; each side's refusal is already a skip with its reason in its own test of the case)."""
+    for target in (first, second):
+        capabilities = runtime.target_capabilities(target)
+        if capabilities is None:
+            continue
+        if capabilities.unsupported(case.config):
+            return False
+        if (case.ragged and not capabilities.seq_lens) or (case.initial_state and not capabilities.initial_state):
+            return False
+        if case.batch_first and not capabilities.batch_first:
+            return False
+    return True
+
+
+def _pair_params(settings: SuiteSettings, targets: list[Target]) -> list[Any]:
+    params = []
+    for first, second in itertools.combinations(targets, 2):
+        shared = [w for w in runtime.places(settings, first) if w in runtime.places(settings, second)]
+        both = set(runtime.plan(settings, first).cases) & set(runtime.plan(settings, second).cases)
+        for where in shared:
+            for case in map(case_by_name, PAIR_CASES):
+                if case not in both or not _both_declare(first, second, case):
+                    continue
+                marks = _xfail_marks([first, second], case, where, "pair")
+                pair_id = f"{first.id}+{second.id}-{where.id}-{case.name}"
+                params.append(pytest.param((first, second, case, where), marks=marks, id=pair_id))
+    return params
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     settings = suite_settings(metafunc.config)
     targets = runtime.selected_targets(settings)
     check = metafunc.function.__name__.removeprefix("test_")
     params = []
     if "single" in metafunc.fixturenames:
-        for target in targets:
-            for where in _places(settings, target):
-                for case in GRID:
-                    marks = _xfail_marks([target], case, where, check)
-                    value = (target, case, where)
-                    params.append(pytest.param(value, marks=marks, id=f"{target.id}-{where.id}-{case.name}"))
-        metafunc.parametrize("single", params)
+        metafunc.parametrize("single", _single_params(settings, targets, check))
     elif "pair" in metafunc.fixturenames:
-        for first, second in itertools.combinations(targets, 2):
-            shared = [w for w in _places(settings, first) if w in _places(settings, second)]
-            for where in shared:
-                for case in map(case_by_name, PAIR_CASES):
-                    marks = _xfail_marks([first, second], case, where, "pair")
-                    pair_id = f"{first.id}+{second.id}-{where.id}-{case.name}"
-                    params.append(pytest.param((first, second, case, where), marks=marks, id=pair_id))
+        params = _pair_params(settings, targets)
         if not params:
             why = "no pair to compare: fewer than two implementations share a dtype and device"
             params.append(pytest.param(None, marks=pytest.mark.skip(reason=why), id="no-pair"))
@@ -113,7 +124,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     elif "drawn" in metafunc.fixturenames:
         if settings.max_examples:
             for target in targets:
-                for where in _places(settings, target):
+                for where in runtime.places(settings, target):
                     # A limitation of every case (a whole dtype, feature "*") holds for the drawn ones too.
                     marks = _xfail_marks([target], Case("drawn", case_by_name("l1_basic").config), where, "drawn")
                     params.append(pytest.param((target, where), marks=marks, id=f"{target.id}-{where.id}"))
@@ -221,7 +232,7 @@ def _check_against_reference(request: pytest.FixtureRequest, single: tuple[Targe
     result = _run(implementation, target, case, settings.seed, where, gradients)
     record["math_mode"] = result.math_mode
     expected_outputs, expected_gradients = runtime.reference_result(case, settings.seed, where.dtype)
-    tolerance = _tolerance(target, where, check, case.steps)
+    tolerance = _tolerance(target, where, check, case.steps).with_time_axis(case.batch_first)
     reproduce = _reproduce(request, settings, [target])
     assert_math_mode(
         problem=strict_mode_violation(where.mode, result.math_mode),
@@ -261,6 +272,7 @@ def test_pair(request: pytest.FixtureRequest, pair: tuple[Target, Target, Case, 
         results.append(_run(implementation, target, case, settings.seed, where, want_gradients))
     math_mode = math_mode_for(where.dtype, where.mode)
     tolerance = pair_tolerance(math_mode, first.id, second.id, where.device, case.steps)
+    tolerance = tolerance.with_time_axis(case.batch_first)
     as_expected = LSTMOutputs(y=results[1].y, h_n=results[1].h_n, c_n=results[1].c_n)
     measurements = forward_measurements(results[0], as_expected, tolerance)
     if results[0].gradients is not None and results[1].gradients is not None:
@@ -298,6 +310,9 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
     capabilities = implementation.capabilities()
     reproduce = _reproduce(request, suite, [target])
 
+    model = cost_model(target.id)
+    cap = PROFILES[suite.profile].drawn_cost_s
+
     @seed(suite.seed)
     @settings(
         max_examples=suite.max_examples,
@@ -307,7 +322,7 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
         suppress_health_check=list(HealthCheck),
         print_blob=False,
     )
-    @given(case=drawn_cases(capabilities))
+    @given(case=drawn_cases(capabilities, lambda case: model.seconds(case, capabilities.gradients), cap))
     def check_one(case: Case) -> None:
         __tracebackhide__ = True
         gradients = capabilities.gradients
@@ -332,7 +347,7 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
             record["examples"] += 1
             record["steps_seen"].append(case.steps)
             measurements_counted = True
-        tolerance = _tolerance(target, where, "gradients", case.steps)
+        tolerance = _tolerance(target, where, "gradients", case.steps).with_time_axis(case.batch_first)
         measurements = forward_measurements(result, expected_outputs, tolerance)
         if gradients:
             measurements += gradient_measurements(result.gradients, expected_gradients, tolerance)

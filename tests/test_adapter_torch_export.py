@@ -75,7 +75,7 @@ def test_lengths_float64_and_gradients_are_refused() -> None:
     implementation = get_implementation("torch-onnx")
     weights = random_weights(LSTMConfig(3, 5), np.random.default_rng(0))
     x = np.zeros((4, 2, 3))
-    with pytest.raises(UnsupportedFeatureError, match="sequence lengths"):
+    with pytest.raises(UnsupportedFeatureError, match="takes no per-sample lengths"):
         implementation.run(weights, RunInputs(x, seq_lens=np.array([4, 2])), FLOAT32)
     with pytest.raises(UnsupportedFeatureError, match="float64"):
         implementation.run(weights, RunInputs(x), RunOptions(dtype="float64"))

@@ -659,7 +659,7 @@ class KerasH5Format(FileFormat):
                     raise InputFileError(f"{path}: a Keras HDF5 model without weights (no model_weights group)")
                 flavor = _flavor_from_version(root.attrs.get("keras_version", group.attrs.get("keras_version", "3")))
                 layers = _layers_from_model_config(model, group, legacy=True)
-                return _contents(path, layers, flavor, [], _Source(path, "keras", flavor, layers))
+                return _contents(path, layers, flavor, [], _Source(path, "h5", flavor, layers))
             if "layer_names" in root.attrs:
                 flavor = _flavor_from_version(root.attrs.get("keras_version", "2"))
                 layers = _layers_from_legacy_weights_only(root)

@@ -12,18 +12,9 @@ import pytest
 
 import lstm_conformance
 from lstm_conformance import api
-from lstm_conformance.adapters.formats import get_format
 from lstm_conformance.reference.errors import InputFileError, LSTMConformanceError
 from lstm_conformance.reference.layout import GATES, LSTMConfig, LSTMWeights, load_npz, random_weights, save_npz
-
-
-def require_format(name: str) -> None:
-    try:
-        reason = get_format(name).unavailable_reason()
-    except ModuleNotFoundError as error:
-        pytest.skip(f"format {name!r} not available: {error}")
-    if reason:
-        pytest.skip(f"format {name!r}: {reason}")
+from tests.conftest import require_format
 
 
 def npz_model(path: Path, config: LSTMConfig | None = None, seed: int = 0) -> LSTMWeights:

@@ -8,7 +8,6 @@ per command); ``test_cli_help.py`` runs the console script itself. Expected valu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ import numpy as np
 import pytest
 
 from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.formats import FORMATS, ModelContents, get_format
+from lstm_conformance.adapters.formats import FORMATS, ModelContents
 from lstm_conformance.adapters.formats.npz_file import NpzFormat
 from lstm_conformance.adapters.reference_impl import ReferenceImplementation
 from lstm_conformance.adapters.registry import BUILTIN
-from lstm_conformance.cli import main
 from lstm_conformance.reference.layout import (
     GATES,
     LSTMConfig,
@@ -30,9 +28,7 @@ from lstm_conformance.reference.layout import (
     reorder_gates,
     save_npz,
 )
-
-Run = Callable[..., tuple[int, str, str]]
-
+from tests.conftest import Run, require_format
 
 #: What a weights-only source (a torch state_dict) says on stderr: each assumption, one line each.
 TORCH_STATE_DICT_ASSUMPTIONS = ("batch layout not stored", "pack_padded_sequence")
@@ -43,30 +39,6 @@ def assumptions_only(err: str) -> bool:
     lines = err.splitlines()
     said = all(line.startswith("lstm-conformance: assumption: ") for line in lines)
     return said and all(any(text in line for line in lines) for text in TORCH_STATE_DICT_ASSUMPTIONS)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Run:
-    """``cli("convert", a, b)`` -> (exit status, stdout, stderr)."""
-
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
-
-
-def require_format(name: str) -> None:
-    """Skip while a teammate's format module has not landed, or its framework is not installed."""
-    try:
-        file_format = get_format(name)
-    except ModuleNotFoundError as error:
-        pytest.skip(f"format {name!r} not available: {error}")
-    reason = file_format.unavailable_reason()
-    if reason:
-        pytest.skip(f"format {name!r}: {reason}")
 
 
 def npz_file(path: Path, config: LSTMConfig, seed: int = 0) -> LSTMWeights:

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from lstm_conformance.reference.layout import LSTMConfig
-from tests.test_cli import Run, cli, listing, npz_file, require_format, torch_lstm_file
-
-__all__ = ["cli"]  # the fixture, imported to be used here
+from tests.conftest import Run, require_format
+from tests.test_cli import listing, npz_file, torch_lstm_file
 
 Make = Callable[[Path], list[str]]
 

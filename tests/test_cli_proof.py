@@ -8,7 +8,7 @@ The run_source here is a real one: the .pt file loaded by torch into an nn.LSTM 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +16,11 @@ import numpy as np
 import pytest
 
 from lstm_conformance.adapters.base import Gradients, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.formats import FORMATS, ModelContents, SourceRunner, get_format
+from lstm_conformance.adapters.formats import FORMATS, ModelContents, SourceRunner
 from lstm_conformance.adapters.formats.torch_file import TorchFormat
-from lstm_conformance.cli import main
 from lstm_conformance.reference.layout import GATES, LSTMConfig, random_weights, save_npz
+from tests.conftest import Run, require_format
 from tests.test_cli import assumptions_only
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Run:
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
-
-
-def require_format(name: str) -> None:
-    try:
-        file_format = get_format(name)
-    except ModuleNotFoundError as error:
-        pytest.skip(f"format {name!r} not available: {error}")
-    reason = file_format.unavailable_reason()
-    if reason:
-        pytest.skip(f"format {name!r}: {reason}")
 
 
 def torch_module_runner(path: Path, config: LSTMConfig) -> SourceRunner:

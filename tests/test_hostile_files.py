@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 
 from lstm_conformance.reference.layout import LSTMConfig
-from tests.test_cli import Run, cli, listing, npz_file, require_format, torch_lstm_file
-
-__all__ = ["cli"]
+from tests.conftest import Run, require_format
+from tests.test_cli import listing, npz_file, torch_lstm_file
 
 #: Bytes of a "local file" an attack points at; must never show up in any output.
 SECRET = b"SECRET-PASSWD-" * 4096

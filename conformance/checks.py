@@ -8,15 +8,17 @@ check (one tensor comparison) even in a failing test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lstm_conformance.conformance.tolerances import Tolerance
+from lstm_conformance.conformance.tolerances import UNIT_ROUNDOFF, Tolerance
 
 if TYPE_CHECKING:
+    from lstm_conformance.adapters.base import RunInputs
+    from lstm_conformance.reference.layout import LSTMWeights
     from lstm_conformance.reference.lstm import LSTMGradients
 
 
@@ -54,8 +56,8 @@ def measure(tensor: str, got: Any, expected: NDArray[Any], tolerance: Tolerance)
     magnitude = np.abs(expected)
     scale = float(np.max(magnitude))
     error = np.abs(got - expected)
-    # The scale term: the tensor's max |expected|, per step for time-indexed tensors (Tolerance.scale).
-    allowed = tolerance.rtol * (magnitude + tolerance.scale(tensor, magnitude))
+    # The element rule (per-step scale for time-indexed tensors) plus the case's conditioning term.
+    allowed = tolerance.allowed(tensor, magnitude)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = np.where(np.isfinite(got), error / allowed, np.inf)
     flat = int(np.argmax(np.nan_to_num(ratios, nan=np.inf)))
@@ -119,6 +121,40 @@ OUTPUTS: tuple[str, ...] = ("y", "h_n", "c_n")
 def forward_measurements(got: Any, expected: Any, tolerance: Tolerance) -> list[Measurement]:
     """y, h_n and c_n of ``got`` against ``expected`` (anything with those attributes: run results, outputs)."""
     return [measure(name, getattr(got, name), getattr(expected, name), tolerance) for name in OUTPUTS]
+
+
+def named_tensors(outputs: Any, gradients: LSTMGradients | None) -> dict[str, NDArray[Any]]:
+    """Every tensor a check compares, by the name its measurement carries."""
+    found = {name: np.asarray(getattr(outputs, name), dtype=np.float64) for name in OUTPUTS}
+    if gradients is not None:
+        for name in ("x", "h0", "c0"):
+            value = getattr(gradients, name, None)
+            if value is not None:
+                found[f"grad_{name}"] = np.asarray(value, dtype=np.float64)
+        for key, value in gradients.weights.named_arrays().items():
+            found[f"grad[{key}]"] = np.asarray(value, dtype=np.float64)
+    return found
+
+
+def sensitivity(
+    weights: LSTMWeights, inputs: RunInputs, math_mode: str, rng: np.random.Generator
+) -> dict[str, NDArray[Any]]:
+    """How far the float64 reference moves, per tensor, when every weight and every element of x, h0 and c0 is
+    perturbed by a random relative amount up to the math mode's unit roundoff: the case's own conditioning,
+    the tolerances' ``SENSITIVITY_FACTOR`` term (see ``conformance.tolerances``)."""
+    from lstm_conformance.adapters.reference_impl import reference_run
+
+    unit = UNIT_ROUNDOFF[math_mode]
+
+    def nudge(array: NDArray[Any] | None) -> NDArray[Any] | None:
+        return None if array is None else array * (1.0 + unit * rng.uniform(-1.0, 1.0, np.shape(array)))
+
+    exact = named_tensors(*reference_run(weights, inputs))
+    nudged_weights = weights.map(nudge)
+    nudged_inputs = replace(inputs, x=inputs.x * (1.0 + unit * rng.uniform(-1.0, 1.0, inputs.x.shape)))
+    nudged_inputs = replace(nudged_inputs, h0=nudge(inputs.h0), c0=nudge(inputs.c0))
+    moved = named_tensors(*reference_run(nudged_weights, nudged_inputs))
+    return {name: np.abs(moved[name] - value) for name, value in exact.items() if name in moved}
 
 
 def gradient_measurements(

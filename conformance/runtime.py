@@ -23,9 +23,11 @@ from lstm_conformance.conformance.cases import (
     Case,
     CaseData,
     Plan,
+    case_rng,
     make_case_data,
     plan_cases,
 )
+from lstm_conformance.conformance.checks import sensitivity
 from lstm_conformance.conformance.settings import SuiteSettings
 from lstm_conformance.names import IMPLEMENTATIONS
 from lstm_conformance.reference.errors import LSTMConformanceError
@@ -209,6 +211,15 @@ def reference_result(case: Case, seed: int, dtype: str) -> Any:
     process and (case, seed, dtype rounding), shared by every implementation, check and pair."""
     data = case_data(case, seed, dtype)
     return reference_run(data.weights, data.inputs)
+
+
+@lru_cache(maxsize=64)
+def reference_sensitivity(case: Case, seed: int, dtype: str, math_mode: str) -> Any:
+    """The case's sensitivity in ``math_mode`` (``checks.sensitivity``): once per process and key, from a
+    generator seeded by the case, so every process perturbs alike."""
+    data = case_data(case, seed, dtype)
+    rng = case_rng(seed, f"{case.name}/sensitivity/{math_mode}")
+    return sensitivity(data.weights, data.inputs, math_mode, rng)
 
 
 _RUNS: dict[tuple[Target, Case, int, RunOptions, bool], RunResult | BaseException] = {}

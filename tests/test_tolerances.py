@@ -5,17 +5,20 @@ float32 rounding passes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lstm_conformance.conformance import runtime
-from lstm_conformance.conformance.cases import case_by_name
+from lstm_conformance.conformance.cases import Case, case_by_name
 from lstm_conformance.conformance.checks import measure
-from lstm_conformance.conformance.tolerances import tolerance_for
+from lstm_conformance.conformance.tolerances import SENSITIVITY_FACTOR, tolerance_for
+from lstm_conformance.reference.layout import LSTMConfig
 
 
 def test_a_bug_in_one_unit_of_512_fails() -> None:
     case = case_by_name("h512")
     expected, _ = runtime.reference_result(case, 0, "float32")
-    tolerance = tolerance_for("float32", "any", "cpu", "forward", case.steps)
+    sensitivity = runtime.reference_sensitivity(case, 0, "float32", "float32")
+    tolerance = tolerance_for("float32", "any", "cpu", "forward", case.steps).with_sensitivity(sensitivity)
     rounded = expected.y.astype(np.float32).astype(np.float64)  # float32 rounding of every element
     assert measure("y", rounded, expected.y, tolerance).passed
     buggy = rounded.copy()
@@ -40,3 +43,42 @@ def test_a_bug_in_the_early_steps_of_vanishing_gradients_fails() -> None:
     # The same bug under the tensor-wide scale (the rule before per-step scales) would have passed:
     allowed = tolerance.rtol * (np.abs(grad_x) + np.abs(grad_x).max())
     assert (np.abs(buggy - grad_x) <= allowed).all()
+
+
+#: A chaotic recurrence (weights 1 in [-1, 1] at H=64: gain ~8 per step where gates are steep), where PyTorch's
+#: own float32 nn.LSTM is 36x over the element rule alone; a well-conditioned one of the same size and length.
+CHAOTIC = Case("chaotic", LSTMConfig(1, 64, num_layers=2), steps=125, batch=1, weight_scale=1.0)
+CALM = Case("calm", LSTMConfig(1, 64, num_layers=2), steps=125, batch=1)
+
+
+def test_the_conditioning_term_follows_the_function_not_the_implementation() -> None:
+    """The sensitivity (the reference moved by float32-sized perturbations) is large only where the function
+    amplifies rounding: >= 100x the calm case's, and there below a tenth of the element rule."""
+    chaotic = runtime.reference_sensitivity(CHAOTIC, 0, "float32", "float32")["y"].max()
+    calm_expected, _ = runtime.reference_result(CALM, 0, "float32")
+    calm = runtime.reference_sensitivity(CALM, 0, "float32", "float32")["y"].max()
+    rule = tolerance_for("float32", "any", "cpu", "forward", CALM.steps).rtol * np.abs(calm_expected.y).max()
+    assert chaotic > 100 * calm, (chaotic, calm)
+    assert SENSITIVITY_FACTOR * calm < 0.1 * rule, (calm, rule)
+
+
+@pytest.mark.parametrize("case", [CHAOTIC, CALM], ids=lambda case: case.name)
+def test_torch_float32_passes_and_a_one_step_bug_fails(case: Case) -> None:
+    """PyTorch's float32 nn.LSTM (a correct implementation) passes with the conditioning term, on the chaotic
+    case too, where the element rule alone fails it; a bug of 1e-3 in one unit of one step still fails."""
+    pytest.importorskip("torch", reason="torch not installed (pip install 'lstm-conformance[torch]')")
+    from lstm_conformance.adapters.base import RunOptions
+    from lstm_conformance.adapters.registry import get_implementation
+
+    data = runtime.case_data(case, 0, "float32")
+    expected, _ = runtime.reference_result(case, 0, "float32")
+    got = get_implementation("torch").run(data.weights, data.forward_only(), RunOptions(dtype="float32")).y
+    rule = tolerance_for("float32", "torch", "cpu", "forward", case.steps)
+    tolerance = rule.with_sensitivity(runtime.reference_sensitivity(case, 0, "float32", "float32"))
+    assert measure("y", got, expected.y, tolerance).passed
+    if case is CHAOTIC:
+        assert not measure("y", got, expected.y, rule).passed  # the element rule alone is dishonest here
+    buggy = np.array(got, dtype=np.float64)
+    buggy[60, 0, 7] += 1e-3 * np.abs(expected.y[60]).max()
+    if case is CALM:
+        assert not measure("y", buggy, expected.y, tolerance).passed

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -413,47 +414,71 @@ class CostModel:
         return self.overhead_s + self.step_s * steps + self.gflop_s * case.flops(gradients) / 1e9
 
 
-#: Per implementation (base name), from runs of five shapes (T*B*H: 6*3*5, 1000*3*8, 4*2*512, 20*300*16,
-#: 100*17*64) on this 2-core machine at load average 5 to 9, divided by 2.5 for a quiet machine (rough on
-#: purpose: a plan needs the order of magnitude). Flax's overhead is its XLA compile of each new shape; the TF
-#: cells', Keras' and torch-cell's step cost is their per-step loop (about 10 ms a step under load).
-#: Unknown implementations use ``DEFAULT_COST``.
+#: Per implementation (base name): least-squares fits (non-negative) of every forward and gradients test's
+#: duration in one whole standard run (`lstm-conformance check -n 2 --durations=0`, this 2-core machine at load
+#: ~2.5, 2026-12-01), rounded up. The overhead is a run's fixed cost: LiteRT's is TF's converter writing a
+#: .tflite per case (8 s), keras-jax's and Flax's an XLA compile of each new shape (2.5 s, 0.8 s), dynamo's an
+#: export (2.7 s); the TF cells', Keras' step cost is their per-step loop. Unknown implementations use
+#: ``DEFAULT_COST``.
 COST_MODELS: dict[str, CostModel] = {
-    "reference": CostModel(0.002, 5e-5, 0.3),
-    "torch": CostModel(0.05, 1e-4, 0.3),
-    "torch-cell": CostModel(0.05, 4e-3, 0.5),
-    "tf-cell": CostModel(0.15, 4e-3, 2.0),
-    "tf-block": CostModel(0.05, 3e-5, 2.5),
-    "tf-block-v2": CostModel(0.05, 3e-5, 2.5),
-    "keras": CostModel(0.2, 4e-3, 3.0),
-    "tf-keras": CostModel(0.15, 3e-3, 1.5),
-    "onnxruntime": CostModel(0.01, 1e-5, 0.3),
-    "onnx-reference": CostModel(0.02, 7e-5, 0.5),
-    "flax": CostModel(2.0, 2e-5, 0.5),
-    "flax-optimized": CostModel(2.0, 2e-5, 0.5),
+    "reference": CostModel(0.02, 2e-4, 0.7),
+    "torch": CostModel(0.03, 1e-4, 1.8),
+    "torch-cell": CostModel(0.02, 2e-4, 1.2),
+    "tf-cell": CostModel(0.1, 3e-3, 1.9),
+    "tf-block": CostModel(0.02, 1e-5, 1.5),
+    "tf-block-v2": CostModel(0.02, 1e-5, 1.5),
+    "keras": CostModel(0.1, 7e-3, 2.7),
+    "tf-keras": CostModel(0.05, 4e-3, 2.4),
+    "keras-jax": CostModel(2.5, 5e-4, 10.0),
+    "keras-torch": CostModel(0.17, 1e-3, 0.8),
+    "onnxruntime": CostModel(0.02, 1e-5, 1.5),
+    "onnx-reference": CostModel(0.02, 3e-4, 1.3),
+    "openvino": CostModel(0.13, 1e-5, 1.0),
+    "tflite": CostModel(8.0, 2e-3, 2.0),
+    "torch-onnx": CostModel(0.2, 1e-4, 1.5),
+    "torch-onnx-dynamo": CostModel(2.7, 0.023, 27.0),
+    "flax": CostModel(0.85, 8e-3, 7e3),
+    "flax-optimized": CostModel(0.75, 8e-3, 1e4),
 }
 DEFAULT_COST = CostModel(0.05, 1e-3, 1.0)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A profile: which tiers of cases, and how much estimated time each built-in implementation may spend on
-    the depth cases (``budget_s``, over its dtypes and both checks); a third party's implementation always gets
-    every case of the profile. ``max_examples``: hypothesis examples per implementation and place, each kept
-    under ``drawn_cost_s`` (estimated)."""
+    """A profile: which tiers of cases, and how much estimated time each built-in implementation may spend
+    (``budget_s``, over its places and both checks): the toy cases first, those adding a feature before the
+    rest, then the depth cases in ``DEPTH`` order. A third party's implementation gets every case of the
+    profile. ``max_examples``: hypothesis examples per implementation and place, each kept under
+    ``drawn_cost_s`` (estimated), and no more than ``drawn_budget_s`` allows at the implementation's overhead
+    per run."""
 
     name: str
     tiers: tuple[str, ...]
     budget_s: float
     max_examples: int
     drawn_cost_s: float
+    drawn_budget_s: float = math.inf
 
 
+#: Budgets: on this 2-core machine the standard matrix (21 targets) must finish within 240 s with -n 2.
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", ("quick",), 0.0, 2, 0.2),
-    "standard": Profile("standard", ("quick", "standard"), 10.0, 4, 0.5),
+    "quick": Profile("quick", ("quick",), 8.0, 2, 0.2, 4.0),
+    "standard": Profile("standard", ("quick", "standard"), 24.0, 4, 0.5, 10.0),
     "exhaustive": Profile("exhaustive", PROFILE_NAMES, math.inf, 25, 60.0),
 }
+
+
+def drawn_examples(implementation: str, profile: Profile, max_examples: int) -> int:
+    """The hypothesis examples one place of ``implementation`` gets: ``max_examples``, fewer where its
+    overhead per run (an export, a compile) would spend more than the profile's ``drawn_budget_s``; at least
+    one."""
+    overhead = cost_model(implementation).overhead_s
+    affordable = (
+        int(profile.drawn_budget_s / overhead)
+        if overhead > 0 and math.isfinite(profile.drawn_budget_s)
+        else max_examples
+    )
+    return max(1, min(max_examples, affordable))
 
 
 def cost_model(implementation: str) -> CostModel:
@@ -462,36 +487,76 @@ def cost_model(implementation: str) -> CostModel:
 
 @dataclass(frozen=True)
 class Plan:
-    """The cases one implementation runs under a profile, and the depth cases its budget left out."""
+    """The cases one implementation runs under a profile, the depth cases its budget left out, and the cases
+    that need what its capabilities do not declare (each with what it lacks: they could only skip)."""
 
     cases: tuple[Case, ...]
     left_out: tuple[Case, ...]
     estimated_s: float
+    lacking: tuple[tuple[Case, tuple[str, ...]], ...] = ()
+
+
+def case_lacks(capabilities: Any, case: Case) -> list[str]:
+    """What ``case`` needs that ``capabilities`` (an adapters.base.Capabilities) does not declare: config
+    features, per-sample lengths, initial states, a batch-first layout."""
+    missing = list(capabilities.unsupported(case.config))
+    for needed, declared, name in (
+        (case.ragged, capabilities.seq_lens, "per-sample lengths"),
+        (case.initial_state, capabilities.initial_state, "initial states"),
+        (case.batch_first, capabilities.batch_first, "batch_first"),
+    ):
+        if needed and not declared:
+            missing.append(name)
+    return missing
 
 
 def plan_cases(
-    implementation: str, profile: Profile, runs_per_case: int, third_party: bool, features: frozenset[str] | None
+    implementation: str, profile: Profile, runs_per_case: int, third_party: bool, capabilities: Any | None
 ) -> Plan:
-    """The profile's cases for ``implementation``: every toy case; depth cases in ``DEPTH`` order while their
-    estimated cost (``runs_per_case`` runs of forward and of gradients) keeps within ``profile.budget_s``;
-    the profile's every case for a third party, whatever it costs. A depth case (its point is a size, not a
-    feature) whose config features the implementation lacks (``features``) is not planned."""
+    """The profile's cases for ``implementation``, each costing ``runs_per_case`` runs of forward and of
+    gradients (estimated by its ``CostModel``): for a built-in, while the estimate keeps within
+    ``profile.budget_s``, the toy cases that add a feature first (in grid order), then the other toy cases,
+    then the depth cases in ``DEPTH`` order; for a third party, the profile's every case, whatever it costs. A
+    case needing what the implementation's ``capabilities`` do not declare is not planned (it could only
+    skip): it is listed in ``Plan.lacking``."""
     model = cost_model(implementation)
-    chosen: list[Case] = []
-    left_out: list[Case] = []
-    spent = 0.0
+    candidates: list[Case] = []
+    lacking: list[tuple[Case, tuple[str, ...]]] = []
     for case in ALL_CASES:
         if case.tier not in profile.tiers:
             continue
-        if case.tier != "quick" and features is not None and not set(case.config.features()) <= features:
-            continue
-        cost = runs_per_case * (model.seconds(case, False) + model.seconds(case, True))
-        if case.tier == "quick" or third_party or spent + cost <= profile.budget_s:
-            chosen.append(case)
-            spent += cost if case.tier != "quick" else 0.0
+        missing = case_lacks(capabilities, case) if capabilities is not None else []
+        if missing:
+            lacking.append((case, tuple(missing)))
         else:
-            left_out.append(case)
-    return Plan(tuple(chosen), tuple(left_out), spent)
+            candidates.append(case)
+    chosen: set[Case] = set()
+    spent = 0.0
+    for case in _budget_order(candidates):
+        gradients = capabilities is None or capabilities.gradients
+        cost = runs_per_case * (model.seconds(case, False) + (model.seconds(case, True) if gradients else 0.0))
+        if third_party or spent + cost <= profile.budget_s:
+            chosen.add(case)
+            spent += cost
+    cases = tuple(case for case in candidates if case in chosen)  # test ids keep the grid's order
+    left_out = tuple(case for case in candidates if case not in chosen)
+    return Plan(cases, left_out, spent, tuple(lacking))
+
+
+def _budget_order(cases: list[Case]) -> list[Case]:
+    """Toy cases that add a feature not yet covered, then the other toy cases, then the depth cases."""
+    covered: set[str] = set()
+    first, later = [], []
+    for case in (c for c in cases if c.tier == "quick"):
+        needs = set(_coverage(case))
+        (first if needs - covered else later).append(case)
+        covered |= needs
+    return first + later + [c for c in cases if c.tier != "quick"]
+
+
+def _coverage(case: Case) -> list[str]:
+    extras = [name for name, on in (("ragged", case.ragged), ("initial_state", case.initial_state)) if on]
+    return [*case.config.features(), *extras, *(["batch_first"] if case.batch_first else [])]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -720,6 +785,19 @@ def not_run_lines(settings: Any) -> list[str]:
         elif cuda_reason is not None and "cuda" in settings.devices:
             dtypes = [d for d in settings.dtypes if d in capabilities.dtypes]
             cuda_cases += planned * sum(len(settings.math_modes("cuda", d)) for d in dtypes)
+        if plan.lacking:
+            counts = Counter(need for _, needs in plan.lacking for need in needs)
+            needs = ", ".join(f"{need} ({count})" for need, count in counts.most_common())
+            lines.append(
+                f"{target.id}: {len(plan.lacking)} cases not generated (they need what it does not declare: {needs})"
+            )
+        examples = runtime.drawn_examples_for(settings, target)
+        if 0 < examples < settings.max_examples:
+            lines.append(
+                f"{target.id}: {examples} drawn examples per place, not {settings.max_examples} (about "
+                f"{cost_model(target.id).overhead_s:g} s a run); --lstm-max-examples {settings.max_examples} draws "
+                "them all"
+            )
         if plan.left_out:
             names = ", ".join(case.name for case in plan.left_out)
             lines.append(

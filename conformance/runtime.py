@@ -24,6 +24,7 @@ from lstm_conformance.conformance.cases import (
     CaseData,
     Plan,
     case_rng,
+    drawn_examples,
     make_case_data,
     plan_cases,
 )
@@ -167,11 +168,19 @@ def plan(settings: SuiteSettings, target: Target) -> Plan:
     return _plan(target, settings.profile, max(1, len(places(settings, target))), third_party)
 
 
+def drawn_examples_for(settings: SuiteSettings, target: Target) -> int:
+    """Hypothesis examples per place: ``--lstm-max-examples`` as given; else the profile's number, fewer for a
+    built-in whose overhead per run (an export, a compile) the profile's drawn budget cannot afford
+    (``cases.drawn_examples``)."""
+    third_party = target.spec is not None or target.name not in _BUILT_IN
+    if third_party or "--lstm-max-examples" in settings.explicit:
+        return settings.max_examples
+    return drawn_examples(target.id, PROFILES[settings.profile], settings.max_examples)
+
+
 @cache
 def _plan(target: Target, profile: str, runs_per_case: int, third_party: bool) -> Plan:
-    capabilities = target_capabilities(target)
-    features = None if capabilities is None else frozenset(capabilities.features)
-    return plan_cases(target.id, PROFILES[profile], runs_per_case, third_party, features)
+    return plan_cases(target.id, PROFILES[profile], runs_per_case, third_party, target_capabilities(target))
 
 
 #: Built-in implementation names (the registry's own, not entry points): these keep to a profile's budget;

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lstm_conformance.adapters.base import Capabilities
 from lstm_conformance.conformance import runtime
 from lstm_conformance.conformance.cases import (
+    ALL_CASES,
     DEPTH,
     DRAWN_SIZES,
     DRAWN_STEPS,
@@ -40,20 +42,26 @@ def test_depth_cases_reach_every_axis() -> None:
 
 def test_budget_keeps_builtins_within_and_gives_third_parties_everything() -> None:
     standard = PROFILES["standard"]
-    builtin = plan_cases("tf-cell", standard, 2, third_party=False, features=None)
+    builtin = plan_cases("tf-cell", standard, 2, third_party=False, capabilities=None)
     assert builtin.estimated_s <= standard.budget_s
     assert builtin.left_out
-    third = plan_cases("my-lstm", standard, 2, third_party=True, features=None)
+    third = plan_cases("my-lstm", standard, 2, third_party=True, capabilities=None)
     assert not third.left_out
     assert {c.name for c in third.cases} >= {c.name for c in DEPTH if c.tier == "standard"}
-    quick = plan_cases("my-lstm", PROFILES["quick"], 2, third_party=True, features=None)
+    quick = plan_cases("my-lstm", PROFILES["quick"], 2, third_party=True, capabilities=None)
     assert all(case.tier == "quick" for case in quick.cases)
 
 
-def test_depth_cases_with_features_an_implementation_lacks_are_not_planned() -> None:
-    plan = plan_cases("my-lstm", PROFILES["standard"], 2, third_party=True, features=frozenset())
+def test_cases_needing_what_an_implementation_lacks_are_not_planned() -> None:
+    bare = Capabilities(features=frozenset(), seq_lens=False)
+    plan = plan_cases("my-lstm", PROFILES["standard"], 2, third_party=True, capabilities=bare)
     assert case_by_name("h100_proj17") not in plan.cases
     assert case_by_name("h512") in plan.cases
+    lacking = dict(plan.lacking)
+    assert "proj_size" in lacking[case_by_name("h100_proj17")]
+    assert "per-sample lengths" in lacking[case_by_name("t300_ragged")]
+    assert not set(plan.cases) & set(lacking)
+    assert set(plan.cases) | set(lacking) == {c for c in ALL_CASES if c.tier in ("quick", "standard")}
 
 
 def test_not_run_lines() -> None:

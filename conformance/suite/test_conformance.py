@@ -26,7 +26,15 @@ import pytest
 
 from lstm_conformance.adapters.base import Implementation, RunResult
 from lstm_conformance.conformance import runtime
-from lstm_conformance.conformance.cases import PAIR_CASES, PROFILES, Case, case_by_name, cost_model, drawn_cases
+from lstm_conformance.conformance.cases import (
+    PAIR_CASES,
+    PROFILES,
+    Case,
+    case_by_name,
+    case_lacks,
+    cost_model,
+    drawn_cases,
+)
 from lstm_conformance.conformance.checks import (
     Measurement,
     assert_all_close,
@@ -85,17 +93,11 @@ def _single_params(settings: SuiteSettings, targets: list[Target], check: str) -
 
 
 def _both_declare(first: Target, second: Target, case: Case) -> bool:
-    """Whether both capabilities declare every feature of ``case`` (a pair either side declines could only
-    skip; each side's refusal is already a skip with its reason in its own test of the case)."""
+    """Whether both capabilities declare everything ``case`` needs (a pair either side declines could only
+    skip)."""
     for target in (first, second):
         capabilities = runtime.target_capabilities(target)
-        if capabilities is None:
-            continue
-        if capabilities.unsupported(case.config):
-            return False
-        if (case.ragged and not capabilities.seq_lens) or (case.initial_state and not capabilities.initial_state):
-            return False
-        if case.batch_first and not capabilities.batch_first:
+        if capabilities is not None and case_lacks(capabilities, case):
             return False
     return True
 
@@ -328,7 +330,7 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
 
     @seed(suite.seed)
     @settings(
-        max_examples=suite.max_examples,
+        max_examples=runtime.drawn_examples_for(suite, target),
         database=None,  # no shared .hypothesis directory; the seed makes runs repeatable instead
         deadline=None,
         derandomize=False,

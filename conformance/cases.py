@@ -546,7 +546,8 @@ def plan_cases(
 def _budget_order(cases: list[Case]) -> list[Case]:
     """Toy cases that add a feature not yet covered, then the other toy cases, then the depth cases."""
     covered: set[str] = set()
-    first, later = [], []
+    first: list[Case] = []
+    later: list[Case] = []
     for case in (c for c in cases if c.tier == "quick"):
         needs = set(_coverage(case))
         (first if needs - covered else later).append(case)

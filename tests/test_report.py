@@ -191,6 +191,9 @@ def test_check_defaults_yield_to_the_users_own_options() -> None:
     with_warnings = suite_arguments(["-W", "error"])
     assert "-rfE" in with_warnings
     assert "--disable-warnings" not in with_warnings
+    assert "--dist=loadgroup" in suite_arguments(["-n", "2"])  # one worker per implementation
+    assert "--dist=loadgroup" not in suite_arguments(["-n", "2", "--dist", "load"])
+    assert "--dist=loadgroup" not in suite_arguments([])
 
 
 def test_check_help_leads_with_the_suites_options() -> None:

@@ -65,6 +65,14 @@ def _xfail_marks(targets: list[Target], case: Case, where: Where, check: str) ->
     return []
 
 
+def _group(*targets: Target) -> Any:
+    """The xdist group of a test (``--dist loadgroup``, which ``lstm-conformance check -n N`` asks for): its
+    implementation, so that one worker runs it and its runs, prepared models and reference results are made
+    once; a pair goes with its costlier side, whose runs its own tests have already made."""
+    costliest = max(targets, key=lambda target: cost_model(target.id).overhead_s)
+    return pytest.mark.xdist_group(costliest.id)
+
+
 def _whole_place_xfail(target: Target, where: Where) -> list[Any]:
     limitation = find_limitation(target.id, ["*"], where.device, where.dtype, "drawn")
     if limitation is None or limitation.feature != "*" or limitation.without:
@@ -86,7 +94,7 @@ def _single_params(settings: SuiteSettings, targets: list[Target], check: str) -
         for case in runtime.plan(settings, target).cases:
             wheres = places + [w for w in extra if w not in places] if case.float16_too else places
             for where in wheres:
-                marks = _xfail_marks([target], case, where, check)
+                marks = [*_xfail_marks([target], case, where, check), _group(target)]
                 value = (target, case, where)
                 params.append(pytest.param(value, marks=marks, id=f"{target.id}-{where.id}-{case.name}"))
     return params
@@ -111,7 +119,7 @@ def _pair_params(settings: SuiteSettings, targets: list[Target]) -> list[Any]:
             for case in map(case_by_name, PAIR_CASES):
                 if case not in both or not _both_declare(first, second, case):
                     continue
-                marks = _xfail_marks([first, second], case, where, "pair")
+                marks = [*_xfail_marks([first, second], case, where, "pair"), _group(first, second)]
                 pair_id = f"{first.id}+{second.id}-{where.id}-{case.name}"
                 params.append(pytest.param((first, second, case, where), marks=marks, id=pair_id))
     return params
@@ -136,7 +144,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 for where in runtime.places(settings, target):
                     # A limitation of every case (a whole dtype: feature "*", nothing lifting it) holds for the
                     # drawn ones too; a narrower one only excludes the drawn cases it matches (check_one).
-                    marks = _whole_place_xfail(target, where)
+                    marks = [*_whole_place_xfail(target, where), _group(target)]
                     params.append(pytest.param((target, where), marks=marks, id=f"{target.id}-{where.id}"))
         if not params:
             why = "no drawn cases: --lstm-max-examples is 0" if not settings.max_examples else "nothing selected"

@@ -126,6 +126,11 @@ def suite_arguments(args: list[str]) -> list[str]:
         defaults.append("--disable-warnings")
     if not any(arg.startswith("--lstm-progress") for arg in args):
         defaults.append("--lstm-progress=auto")
+    parallel = any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in args)
+    if parallel and not any(arg == "--dist" or arg.startswith("--dist=") for arg in args):
+        # One worker per implementation (the suite's xdist_group marks): each run, prepared model and
+        # reference result is made once instead of once per worker that happens to get one of its tests.
+        defaults.append("--dist=loadgroup")
     return ["--pyargs", SUITE_MODULE, *defaults, *args]
 
 

@@ -333,8 +333,14 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
     capabilities = implementation.capabilities()
     reproduce = _reproduce(request, suite, [target])
 
-    model = cost_model(target.id)
+    model, reference = cost_model(target.id), cost_model("reference")
     cap = PROFILES[suite.profile].drawn_cost_s
+
+    def cost(case: Case) -> float:
+        """What a drawn case's size adds (its overhead is paid whatever the size): the implementation's run,
+        and the reference's two (the expected values and the sensitivity) with gradients."""
+        run = model.seconds(case, capabilities.gradients) - model.overhead_s
+        return run + 2 * reference.seconds(case, True)
 
     @seed(suite.seed)
     @settings(
@@ -345,7 +351,7 @@ def _check_drawn(request: pytest.FixtureRequest, drawn: tuple[Target, Where]) ->
         suppress_health_check=list(HealthCheck),
         print_blob=False,
     )
-    @given(case=drawn_cases(capabilities, lambda case: model.seconds(case, capabilities.gradients), cap))
+    @given(case=drawn_cases(capabilities, cost, cap))
     def check_one(case: Case) -> None:
         __tracebackhide__ = True
         gradients = capabilities.gradients

@@ -49,7 +49,7 @@ from lstm_conformance.adapters.registry import get_implementation
 from lstm_conformance.cli import Terminated
 from lstm_conformance.conformance.cases import round_to_dtype
 from lstm_conformance.conformance.checks import Measurement, forward_measurements, gradient_measurements, sensitivity
-from lstm_conformance.conformance.tolerances import Tolerance, math_mode_for, pair_tolerance
+from lstm_conformance.conformance.tolerances import Tolerance, math_mode_for, pair_tolerance, with_quantization
 from lstm_conformance.names import DTYPES
 from lstm_conformance.reference.errors import FrameworkMissingError, InputFileError, LSTMConformanceError
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights
@@ -189,7 +189,11 @@ class Agreement:
                 f"{self.nonfinite} of {self.compared} output values are NaN/Inf (the weights are): those only had "
                 "to be NaN/Inf on both sides"
             )
-        parts.append(f"tolerance rtol {self.tolerance.rtol:.3g} ({self.math_mode}, T={self.steps}, as a suite pair)")
+        widened = self.tolerance.rule.reason.partition(", plus ")[0] if self.tolerance.rule.quantized else ""
+        how = f"; {widened}" if widened else ""
+        parts.append(
+            f"tolerance rtol {self.tolerance.rtol:.3g} ({self.math_mode}, T={self.steps}, as a suite pair{how})"
+        )
         return "; ".join(parts)
 
 
@@ -841,7 +845,27 @@ def plan_check(first: Runner, second: Runner, stored_dtypes: list[str], steps: i
     # moves more than any element rule allows, in every correct implementation).
     rng = np.random.default_rng([seed, 1])
     tolerance = tolerance.with_sensitivity(sensitivity(first.weights, inputs, math_mode, rng))
+    measured = [error for error in (_quantization_error(first), _quantization_error(second)) if error]
+    if measured:
+        tolerance = with_quantization(tolerance, max(measured))
     return CheckPlan(first, second, dtypes, math_mode, inputs, not lacking, forward_only, tolerance, steps, batch, seed)
+
+
+def proof_shape(runner: Runner) -> tuple[int, int]:
+    """The steps and batch a proof runs: ``VERIFY_STEPS``, ``VERIFY_BATCH``, or the file's own where it fixes
+    its input's shape (an ONNX export without dynamic axes, whose quantized node runs at that shape only)."""
+    fixed = getattr(runner.run_source, "fixed_input_shape", None)
+    chain = getattr(runner.run_source, "chain", None)
+    if not fixed or len(fixed) != 3 or not chain:
+        return VERIFY_STEPS, VERIFY_BATCH
+    steps, batch = (fixed[1], fixed[0]) if chain[0].layout == 1 else (fixed[0], fixed[1])
+    return steps or VERIFY_STEPS, batch or VERIFY_BATCH
+
+
+def _quantization_error(runner: Runner) -> float | None:
+    """A quantized source's measured quantization error (ONNX Runtime's DynamicQuantizeLSTM), else None."""
+    measured = getattr(runner.run_source, "quantization_error", None)
+    return float(measured) if measured else None
 
 
 def run_check(plan: CheckPlan) -> tuple[Agreement, RunResult, RunResult]:
@@ -975,7 +999,8 @@ def convert(
             notes += _layout_notes(source.weights, written.weights) + written.notes
             written_runner = Runner.of("written", written, _VERIFY_PURPOSE)
             stored = [source.dtype, written.dtype]
-            plan = plan_check(source_runner, written_runner, stored, VERIFY_STEPS, VERIFY_BATCH, seed)
+            steps, batch = proof_shape(source_runner)
+            plan = plan_check(source_runner, written_runner, stored, steps, batch, seed)
             agreement = run_check(plan)[0]
             lost = _lost_config(source.weights, written.weights)
         agree = agreement is not None and agreement.agree and not lost

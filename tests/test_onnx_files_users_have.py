@@ -588,6 +588,37 @@ def test_dynamic_quantize_lstm(tmp_path: Path, per_channel: bool) -> None:
     print(f"dequantized vs torch float {weight_error:.2e}, quantized file vs torch float {file_error:.2e}")
 
 
+def test_a_dynamic_quantize_lstm_converts_to_torch_within_its_measured_error(tmp_path: Path) -> None:
+    """convert proves a quantized source against the written float model within the source's own measured
+    quantization error (said in the result), and the torch model it writes computes what the quantized file
+    computes within that error, checked here with torch and ONNX Runtime alone."""
+    torch = torch_module()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from lstm_conformance import api
+
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(6, 8, bidirectional=True).eval()
+    x = torch.randn(5, 2, 6)
+    quantized_path = tmp_path / "quantized.onnx"
+    quantize_dynamic(
+        str(export_torch(tmp_path, module, x, dynamo=False)), str(quantized_path), weight_type=QuantType.QInt8
+    )
+    result = api.convert(quantized_path, tmp_path / "lstm.pt")
+    assert result.verified
+    assert result.agreement is not None
+    assert result.agreement.tolerance.rule.quantized
+    assert "measured error" in result.agreement.describe()
+    measured = result.source.found.run_source.quantization_error  # type: ignore[union-attr]
+
+    written = torch.nn.LSTM(6, 8, bidirectional=True)
+    written.load_state_dict(torch.load(tmp_path / "lstm.pt", weights_only=True))
+    with torch.no_grad():
+        written_y = written.float()(x)[0].numpy().astype(np.float64)
+    file_y = run_original(quantized_path, {"input": x.numpy()})[0]
+    assert relative(written_y, torch_layout(file_y) if file_y.ndim == 4 else file_y) < 3 * measured
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 6. tf2onnx's unrolled LSTM; 7. writing sequence_lens
 # ----------------------------------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ class Agreement:
     #: Output values NaN or Inf on both sides at the same place (NaN weights): equal by position, not value.
     nonfinite: int = 0
     compared: int = 0
+    #: Per-sample lengths were given (a masked source: its trailing steps masked, the other side's lengths).
+    lengths: bool = False
 
     @property
     def measurements(self) -> list[Measurement]:
@@ -173,7 +175,8 @@ class Agreement:
 
     def inputs_text(self) -> str:
         states = "random initial states" if self.initial_states else "zero initial states"
-        return f"{self.steps} steps, batch {self.batch}, random input (seed {self.seed}) and {states}"
+        lengths = ", random per-sample lengths" if self.lengths else ""
+        return f"{self.steps} steps, batch {self.batch}, random input (seed {self.seed}){lengths} and {states}"
 
     def describe(self, verb: str = "") -> str:
         """One line: both runs (then ``verb``, "agree" say), the input, the worst errors as fractions of the
@@ -359,6 +362,7 @@ class Comparison:
         if self.agreement is not None:
             agreement = self.agreement
             record["inputs"]["initial_states"] = agreement.initial_states
+            record["inputs"]["lengths"] = agreement.lengths
             record["tolerance"] = {
                 "rtol": agreement.tolerance.rtol,
                 "math_mode": agreement.math_mode,
@@ -785,11 +789,20 @@ def common_dtype(*implementations: Implementation) -> list[str]:
 
 
 def random_inputs(
-    config: LSTMConfig, steps: int, batch: int, seed: int, *, initial_state: bool, gradients: bool, dtype: str
+    config: LSTMConfig,
+    steps: int,
+    batch: int,
+    seed: int,
+    *,
+    initial_state: bool,
+    gradients: bool,
+    dtype: str,
+    ragged: bool = False,
 ) -> RunInputs:
     """Random time-major input, initial states where both sides take them, cotangents of y, h_n and c_n where
-    both compute gradients; every number rounded to ``dtype`` as the suite's cases are, so that both sides see
-    the same values whatever they run in."""
+    both compute gradients, per-sample lengths (``ragged``: 1 to ``steps``, the first sample's all of them)
+    where the source masks its input; every number rounded to ``dtype`` as the suite's cases are, so that both
+    sides see the same values whatever they run in."""
     rng = np.random.default_rng(seed)
     states = config.num_layers * config.num_directions
 
@@ -797,6 +810,10 @@ def random_inputs(
         return round_to_dtype(scale * rng.standard_normal(shape), dtype)
 
     inputs = RunInputs(x=normal(steps, batch, config.input_size))
+    if ragged and steps > 1:
+        lengths = rng.integers(1, steps + 1, size=batch)
+        lengths[0] = steps
+        inputs.seq_lens = lengths.astype(np.int64)
     if initial_state:
         inputs.h0 = normal(states, batch, config.output_size, scale=0.5)
         inputs.c0 = normal(states, batch, config.hidden_size, scale=0.5)
@@ -828,17 +845,21 @@ class CheckPlan:
     seed: int
 
 
-def plan_check(first: Runner, second: Runner, stored_dtypes: list[str], steps: int, batch: int, seed: int) -> CheckPlan:
+def plan_check(
+    first: Runner, second: Runner, stored_dtypes: list[str], steps: int, batch: int, seed: int, ragged: bool = False
+) -> CheckPlan:
     """The suite's pair check for these two: math mode the least precise of the dtypes run and stored,
-    gradients where both compute them, the pair tolerance for that mode and length."""
+    gradients where both compute them, per-sample lengths where asked (``ragged``) and both take them, the pair
+    tolerance for that mode and length."""
     dtypes = common_dtype(first.implementation, second.implementation)
     math_mode = math_mode_for(least_precise([*dtypes, *stored_dtypes]), "strict")
     lacking = [r.name for r in (first, second) if not r.capabilities.gradients]
     forward_only = f"forward only: {', '.join(lacking)} computes no gradients" if lacking else ""
     initial_state = first.capabilities.initial_state and second.capabilities.initial_state
     config = first.weights.config
+    ragged = ragged and first.capabilities.seq_lens and second.capabilities.seq_lens
     inputs = random_inputs(
-        config, steps, batch, seed, initial_state=initial_state, gradients=not lacking, dtype=math_mode
+        config, steps, batch, seed, initial_state=initial_state, gradients=not lacking, dtype=math_mode, ragged=ragged
     )
     tolerance = pair_tolerance(math_mode, first.name, second.name, DEVICE, steps)
     # As the suite's pair test: plus the model's own sensitivity to rounding on this input (a chaotic model
@@ -889,6 +910,7 @@ def run_check(plan: CheckPlan) -> tuple[Agreement, RunResult, RunResult]:
         batch=plan.batch,
         seed=plan.seed,
         initial_states=plan.inputs.h0 is not None,
+        lengths=plan.inputs.seq_lens is not None,
         math_mode=plan.math_mode,
         tolerance=plan.tolerance,
         forward=forward,
@@ -987,10 +1009,11 @@ def convert(
     source = read(
         source_path, format=source_format, select=select, forget_bias=forget_bias_for(forget_bias, source_format)
     )
+    masking_notes = _carry_masking(source, destination_format, write_options)
     source_runner = Runner.of("source", source, _VERIFY_PURPOSE) if verify else None  # fail before writing
     with StagedOutput(destination, destination_format) as staged:
         progress(f"writing {destination}")
-        notes = writer.write(staged.path, source.weights, write_options)
+        notes = writer.write(staged.path, source.weights, write_options) + masking_notes
         staged.written()
         agreement, lost, assumptions = None, [], list(source.assumptions)
         if source_runner is not None:
@@ -1000,7 +1023,8 @@ def convert(
             written_runner = Runner.of("written", written, _VERIFY_PURPOSE)
             stored = [source.dtype, written.dtype]
             steps, batch = proof_shape(source_runner)
-            plan = plan_check(source_runner, written_runner, stored, steps, batch, seed)
+            masked = source.found.mask_value is not None
+            plan = plan_check(source_runner, written_runner, stored, steps, batch, seed, ragged=masked)
             agreement = run_check(plan)[0]
             lost = _lost_config(source.weights, written.weights)
         agree = agreement is not None and agreement.agree and not lost
@@ -1021,6 +1045,29 @@ def convert(
         assumptions=list(dict.fromkeys(assumptions)),
         not_carried=list(source.other_tensors),
     )
+
+
+def _carry_masking(source: Model, format_name: str, options: dict[str, Any]) -> list[str]:
+    """Carry a masked source's masking (a Keras Masking layer before the LSTM) into the written file where
+    its format holds it: a Masking layer in a Keras file, a ``sequence_lens`` input in an ONNX file; said
+    plainly where it cannot. The proof then runs ragged lengths (masked trailing steps) on both sides."""
+    mask_value = source.found.mask_value
+    if mask_value is None:
+        return []
+    if format_name in ("keras", "keras-h5"):
+        options["mask_value"] = mask_value
+        return []
+    if format_name == "onnx":
+        options["sequence_lens"] = True
+        return [
+            f"the source masks its input (Masking(mask_value={mask_value})): the ONNX model takes sequence_lens "
+            "[B], each sample's count of unmasked steps"
+        ]
+    return [
+        f"the source masks its input (Masking(mask_value={mask_value})) and a {format_name} file holds no "
+        "masking: run the written model with each sample's length of unmasked steps"
+        + (" (torch: nn.utils.rnn.pack_padded_sequence)" if format_name in ("torch", "safetensors") else "")
+    ]
 
 
 def _read_back(path: Path, destination: Path, format_name: str, forget_bias: float | None) -> Model:

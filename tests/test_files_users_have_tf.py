@@ -229,6 +229,45 @@ def test_a_keras3_model_runs_itself_with_its_mask(tmp_path: Path) -> None:
     assert _relative(ran.h_n, reference.h_n) < 1e-5
 
 
+def test_a_masked_keras_model_converts_with_its_masking_carried(tmp_path: Path) -> None:
+    """convert carries the Masking layer into an ONNX sequence_lens input and a Keras Masking layer, proves
+    each with per-sample lengths on both sides, and says plainly that a torch file holds none; the written
+    files, run by ONNX Runtime and Keras alone, compute what the source model's own LSTM computes on padded x."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime runs the written file (pip install onnxruntime)")
+    import onnxruntime
+
+    from lstm_conformance import api
+
+    model = _masked_keras3_model()
+    model.save(tmp_path / "tagger.keras")
+    x = np.random.default_rng(11).normal(size=(BATCH, STEPS, 3)).astype(np.float32)
+    lengths = np.array([STEPS, 2])
+    x[1, 2:] = 0.0  # padded as the Masking layer expects
+    source_y = keras.Model(model.inputs, model.get_layer("tagger").output)(x).numpy()
+
+    to_onnx = api.convert(tmp_path / "tagger.keras", tmp_path / "tagger.onnx")
+    assert to_onnx.verified
+    assert to_onnx.agreement is not None
+    assert to_onnx.agreement.lengths
+    session = onnxruntime.InferenceSession(str(tmp_path / "tagger.onnx"), providers=["CPUExecutionProvider"])
+    assert "sequence_lens" in [graph_input.name for graph_input in session.get_inputs()]
+    y = session.run(None, {"X": x.swapaxes(0, 1).copy(), "sequence_lens": lengths.astype(np.int32)})[0]
+    for sample, length in enumerate(lengths):
+        assert _relative(y.swapaxes(0, 1)[sample, :length], source_y[sample, :length]) < 1e-5
+
+    to_keras = api.convert(tmp_path / "tagger.keras", tmp_path / "lstm.keras")
+    assert to_keras.verified
+    written = keras.saving.load_model(tmp_path / "lstm.keras")
+    assert any(isinstance(layer, keras.layers.Masking) for layer in written.layers)
+    written_y = np.asarray(written(x))
+    for sample, length in enumerate(lengths):
+        assert _relative(written_y[sample, :length], source_y[sample, :length]) < 1e-5
+
+    to_torch = api.convert(tmp_path / "tagger.keras", tmp_path / "lstm.pt")
+    assert to_torch.verified
+    assert any("pack_padded_sequence" in note and "holds no masking" in note for note in to_torch.notes)
+
+
 def test_a_tf_keras_h5_model_with_hard_sigmoid_runs_itself(tmp_path: Path) -> None:
     from lstm_conformance.adapters.base import RunInputs, RunOptions
     from lstm_conformance.adapters.formats.keras_file import KerasH5Format

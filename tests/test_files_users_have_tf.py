@@ -268,6 +268,56 @@ def test_a_masked_keras_model_converts_with_its_masking_carried(tmp_path: Path) 
     assert any("pack_padded_sequence" in note and "holds no masking" in note for note in to_torch.notes)
 
 
+def _keras_archive_datasets(path: Path) -> set[str]:
+    """The dataset paths of a .keras archive's model.weights.h5, read with h5py."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("model.weights.h5")
+    found: set[str] = set()
+    with h5py.File(io.BytesIO(data), "r") as weights:
+        weights.visititems(lambda name, item: found.add(name) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+@pytest.mark.parametrize("implementation", ["reference", "native"])
+def test_run_names_a_keras_models_gradients_as_its_file_does(tmp_path: Path, cli: Any, implementation: str) -> None:
+    """``run --grad-output`` on a Keras model: grad/<name> for each of the LSTM's weights under the name the
+    .keras file stores it by, equal to TensorFlow's own gradient of the model's layer (GradientTape), whatever
+    implementation ran."""
+    inputs = keras.Input((None, 3))
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="encoder")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    _randomize_keras(model, 12)
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(13)
+    x, dy = rng.normal(size=(5, 2, 3)), rng.normal(size=(5, 2, 8))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "dy.npy", dy)
+    status, _, err = cli(
+        "run", tmp_path / "model.keras", "--implementation", implementation, "--input", tmp_path / "x.npy",
+        "--grad-output", tmp_path / "dy.npy", "--output", tmp_path / "out.npz",
+    )  # fmt: skip
+    assert status == 0, err
+    layer = model.get_layer("encoder")
+    with tf.GradientTape() as tape:
+        y = layer(tf.constant(x.swapaxes(0, 1), tf.float32))
+        loss = tf.reduce_sum(y * tf.constant(dy.swapaxes(0, 1), tf.float32))
+    expected = [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]
+    with np.load(tmp_path / "out.npz") as result:
+        names = [key for key in result.files if key.startswith("grad/")]
+        got = [result[name] for name in names]
+    assert len(names) == len(expected) == 6
+    stored = _keras_archive_datasets(tmp_path / "model.keras")
+    assert {name.removeprefix("grad/") for name in names} <= stored  # the file's own names
+    for name, value, want in zip(names, got, expected, strict=True):
+        assert value.shape == want.shape, name
+        assert _relative(value, want) < 1e-5, name
+
+
 def test_a_tf_keras_h5_model_with_hard_sigmoid_runs_itself(tmp_path: Path) -> None:
     from lstm_conformance.adapters.base import RunInputs, RunOptions
     from lstm_conformance.adapters.formats.keras_file import KerasH5Format

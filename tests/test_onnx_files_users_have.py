@@ -588,6 +588,31 @@ def test_dynamic_quantize_lstm(tmp_path: Path, per_channel: bool) -> None:
     print(f"dequantized vs torch float {weight_error:.2e}, quantized file vs torch float {file_error:.2e}")
 
 
+def test_run_names_an_onnx_files_gradients_by_its_lstm_inputs(tmp_path: Path, cli: Any) -> None:
+    """``run --grad-output`` on an exported 2-layer bidirectional LSTM: grad/<name> for each LSTM node's W,
+    R and B inputs, named and shaped as in the file."""
+    torch = torch_module()
+    module = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(5, 2, 3)
+    path = export_torch(tmp_path, module, x, dynamo=False)
+    np.save(tmp_path / "x.npy", x.numpy().astype(np.float64))
+    np.save(tmp_path / "dy.npy", np.ones((5, 2, 8)))
+    status, _, err = cli(
+        "run", path, "--implementation", "reference", "--input", tmp_path / "x.npy",
+        "--grad-output", tmp_path / "dy.npy", "--output", tmp_path / "out.npz",
+    )  # fmt: skip
+    assert status == 0, err
+    model = onnx.load(str(path))
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+    expected = [n.input[i] for n in model.graph.node if n.op_type == "LSTM" for i in (1, 2, 3) if n.input[i]]
+    with np.load(tmp_path / "out.npz") as result:
+        got = {key.removeprefix("grad/"): result[key].shape for key in result.files if key.startswith("grad/")}
+    assert list(got) == expected
+    for name, shape in got.items():
+        if name in shapes:
+            assert shape == shapes[name], name
+
+
 def test_a_dynamic_quantize_lstm_converts_to_torch_within_its_measured_error(tmp_path: Path) -> None:
     """convert proves a quantized source against the written float model within the source's own measured
     quantization error (said in the result), and the torch model it writes computes what the quantized file

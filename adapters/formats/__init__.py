@@ -69,6 +69,7 @@ class FoundLSTM:
     ``batch_first``: the layout the file's own model takes its input in, None when the file does not say.
     ``mask_value``: the value a Keras ``Masking`` layer before this LSTM skips steps by (None: none in the file);
     the Keras writers' ``mask_value`` option writes the same layer, other targets need per-sample lengths.
+    ``parameter_names``: the file's own names of the parameters, in its native layout's order, where known.
     """
 
     name: str
@@ -80,6 +81,9 @@ class FoundLSTM:
     assumptions: list[str] = field(default_factory=list)
     run_source: SourceRunner | None = None
     mask_value: float | None = None
+    #: The file's own names of the parameters, in its native layout's order (Keras: each layer's kernel,
+    #: recurrent_kernel and bias per direction), where the reader knows them; ``run`` names gradients by them.
+    parameter_names: list[str] = field(default_factory=list)
 
 
 @dataclass

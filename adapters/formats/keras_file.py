@@ -393,6 +393,7 @@ def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str], sour
             implementation=flavor.implementation,
             notes=own_notes,
             batch_first=None,
+            parameter_names=[name for layer in chain for name in layer.array_names],
             assumptions=[
                 f"activations not stored (weights only, no config): {assumed} assumed; a model built with "
                 f"another activation ({flavor.framework}'s hard_sigmoid, relu, ...) computes another function",
@@ -415,6 +416,7 @@ def _found_lstm(chain: list[_Layer], flavor: KerasFlavor, notes: list[str], sour
         batch_first=not bool(arguments[0].get("time_major", False)),
         run_source=_SourceRunner(source, [layer.name for layer in chain], config),
         mask_value=mask[1] if mask else None,
+        parameter_names=[name for layer in chain for name in layer.array_names],
     )
 
 

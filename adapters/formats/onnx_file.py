@@ -630,7 +630,17 @@ def _found(path: Path, scope: Scope, chain: list[_Node]) -> FoundLSTM:
         assumptions=[said for node in chain for said in node.assumptions],
         batch_first=batch_first,
         run_source=runner,
+        parameter_names=_parameter_names(chain),
     )
+
+
+def _parameter_names(chain: list[_Node]) -> list[str]:
+    """Each node's W, R, B and P input names (those it has), in ``layout.onnx.layer_to_onnx``'s order."""
+    names = []
+    for node in chain:
+        inputs = list(node.node.input) + [""] * 8
+        names += [inputs[index] for index in (1, 2, 3, 7) if inputs[index]]
+    return names
 
 
 def _transposed_graph_input(scope: Scope, node: _Node) -> bool:

@@ -94,7 +94,9 @@ y, h_n and c_n in PyTorch's shapes whatever MODEL's framework. With --grad-outpu
 grad_h0, grad_c0 (gradients of sum(y*DY)) and grad/<name> for every parameter, named and shaped as in MODEL
 itself whatever IMPL ran (--implementation native picks MODEL's own): for a torch file its state_dict keys
 (grad/weight_ih_l0, or grad/encoder.weight_ih_l0 for an LSTM under that prefix), for a TF checkpoint its
-variable names, for an npz file the canonical names of reference/layout.py (grad/layers.0.forward.W, ...)."""
+variable names, for a Keras file the paths it stores the LSTM's weights at (grad/layers/lstm/cell/vars/0,
+...), for an ONNX file its LSTM nodes' W, R, B and P inputs, for an npz file the canonical names of
+reference/layout.py (grad/layers.0.forward.W, ...)."""
 
 _COMPARE = """\
 Run the LSTMs in files A and B, each with its own implementation (each file itself where its reader can), on

@@ -131,14 +131,33 @@ def file_gradients(model: api.Model, canonical: LSTMWeights) -> dict[str, NDArra
         from lstm_conformance.adapters.layouts.tf import choose_cell, to_tf_variables
 
         cell = choose_cell(config, str(model.implementation_options.get("cell", "auto")))
-        one_bias = canonical.map(np.array)
-        for per_direction in one_bias.layers:
-            for layer in per_direction:
-                layer.Rb = np.zeros_like(layer.Rb)
-        return to_tf_variables(one_bias, 0.0, cell, scope=model.name)
+        return to_tf_variables(_one_bias(canonical), 0.0, cell, scope=model.name)
+    if implementation in ("keras", "tf-keras"):
+        from lstm_conformance.adapters.layouts.keras import keras_layer_weights
+
+        arrays = [array for layer in keras_layer_weights(_one_bias(canonical)) for array in layer]
+        names = model.found.parameter_names
+        return dict(zip(names, arrays, strict=True)) if len(names) == len(arrays) else None
+    if implementation in ("onnxruntime", "onnx-reference"):
+        from lstm_conformance.adapters.layouts.onnx import layer_to_onnx
+
+        per_node = [layer_to_onnx(layer, config.bias) for layer in canonical.layers]
+        arrays = [a for node in per_node for a in (node.W, node.R, node.B, node.P) if a is not None]
+        names = model.found.parameter_names
+        return dict(zip(names, arrays, strict=True)) if len(names) == len(arrays) else None
     if implementation == "reference":
         return canonical.named_arrays()  # an npz file: the canonical layout is its own
     return None
+
+
+def _one_bias(canonical: LSTMWeights) -> LSTMWeights:
+    """The gradients for a layout with one bias: ``Rb``'s (equal to ``Wb``'s) zeroed, since the layout's
+    mapping sums the two."""
+    one_bias = canonical.map(np.array)
+    for per_direction in one_bias.layers:
+        for layer in per_direction:
+            layer.Rb = np.zeros_like(layer.Rb)
+    return one_bias
 
 
 def _output_arrays(result: RunResult, model: api.Model, own: bool) -> tuple[dict[str, NDArray[Any]], str]:

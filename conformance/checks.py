@@ -154,7 +154,13 @@ def sensitivity(
     nudged_inputs = replace(inputs, x=inputs.x * (1.0 + unit * rng.uniform(-1.0, 1.0, inputs.x.shape)))
     nudged_inputs = replace(nudged_inputs, h0=nudge(inputs.h0), c0=nudge(inputs.c0))
     moved = named_tensors(*reference_run(nudged_weights, nudged_inputs))
-    return {name: np.abs(moved[name] - value) for name, value in exact.items() if name in moved}
+    with np.errstate(invalid="ignore"):
+        # Where the reference is NaN/Inf (NaN weights) the movement says nothing: zero, not NaN.
+        return {
+            name: np.nan_to_num(np.abs(moved[name] - value), nan=0.0, posinf=0.0)
+            for name, value in exact.items()
+            if name in moved
+        }
 
 
 def gradient_measurements(

@@ -147,12 +147,13 @@ def places(settings: SuiteSettings, target: Target) -> list[Where]:
 
 def float16_places(settings: SuiteSettings, target: Target) -> list[Where]:
     """The extra float16 places of cases marked ``float16_too`` (saturation: overflow paths live in float16):
-    only when ``--lstm-dtype`` was left at its default, in the exhaustive profile, and where the
+    only when ``--lstm-dtype`` was left at its default, in the standard and exhaustive profiles, and where the
     implementation has float16."""
     capabilities = target_capabilities(target)
-    # Exhaustive only for now: in the standard run tf-block and tf-block-v2 exceeded the float16 rule (1e-2) on
-    # the saturated cases, not yet measured apart from a bug; torch's float16 passed.
-    if "--lstm-dtype" in settings.explicit or settings.profile != "exhaustive" or capabilities is None:
+    # tf-block's float16 on the saturated cases exceeded the element rule (1e-2) alone; with the conditioning
+    # term (tolerances.SENSITIVITY_FACTOR) it passes at 0.17 to 0.27 of its tolerance: the saturated cells
+    # amplify float16 rounding, as the reference's own movement shows.
+    if "--lstm-dtype" in settings.explicit or settings.profile == "quick" or capabilities is None:
         return []
     if "float16" not in capabilities.dtypes:
         return []

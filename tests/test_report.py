@@ -211,11 +211,15 @@ def test_check_help_leads_with_the_suites_options() -> None:
 
 
 def test_check_prints_one_page_with_versions_and_counted_warnings(
-    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """torch warns that projections are not supported with oneDNN: counted on the page, not printed raw;
     pytest's per-test SKIPPED lines are off."""
+    from lstm_conformance.conformance import runtime
+
     pytester.chdir()
+    # Runs are cached per process: an earlier in-process suite run in this worker would leave torch nothing to run.
+    monkeypatch.setattr(runtime, "_RUNS", {})
     out = pytester.path / "report"
     args = ["-p", "no:cacheprovider", "--lstm-implementations", "torch,reference", "--lstm-report", str(out)]
     assert check_main([*args, "-k", "test_forward and (l1_proj or l1_basic) and not pair"]) == 0

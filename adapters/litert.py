@@ -5,9 +5,10 @@ in LiteRT's interpreter ("tflite").
   ``BIDIRECTIONAL_SEQUENCE_LSTM`` per layer): peepholes, projection, cell and projection clips, no biases, and
   tanh or relu cells (one activation for the cell input and output, as the op has). Writing takes milliseconds.
 - CPU, forward only: LiteRT has no gradients.
-- No initial states and no per-sample lengths: the file's model takes the input sequence only (the fused ops'
-  states are variable tensors that start at zero); such runs are refused.
-- h_n and c_n are the fused ops' own state tensors after the call (``run_file``), read per layer and direction.
+- Initial states are not inputs of the file's model (the fused ops' states are variable tensors that start at
+  zero): a run with h0/c0 sets those tensors with the interpreter's ``set_tensor`` after ``allocate_tensors``,
+  as a LiteRT user streaming a sequence would (``run_file``). No per-sample lengths: such runs are refused.
+- h_n and c_n are the fused ops' own state tensors after the call, read per layer and direction.
 - ``quantize="dynamic-int8"`` (constructor option) runs the file that TF's converter writes with dynamic-range
   quantization (a tf_keras LSTM: tanh cells, no peepholes, projection or proj_clip; seconds per file): int8
   weights, float32 activations; math mode "float32 (dynamic-range int8 weights)" when the converter quantized any
@@ -55,7 +56,6 @@ class LiteRTLSTM(Implementation):
         "gate_activation": "gate_activation: LiteRT's fused LSTM op's gates are always sigmoid",
         "input_forget": "input_forget is not LiteRT's CIFG, which couples i = 1 - f (canonical: f = 1 - i)",
         "gate_clip": "gate_clip: LiteRT's fused LSTM op clips the cell state and h only, not gate pre-activations",
-        "initial_state": "the .tflite model's states are variable tensors starting at zero, not inputs",
         "seq_lens": "LiteRT's fused LSTM op runs every sample the full length",
         "gradients": "LiteRT has no gradients",
     }
@@ -79,9 +79,10 @@ class LiteRTLSTM(Implementation):
             features=CONVERTER_FEATURES if self.quantize else WRITER_FEATURES,
             activations={"gate": frozenset({"sigmoid"}), "cell_input": cells, "cell_output": cells},
             seq_lens=False,
-            initial_state=False,
+            initial_state=True,
             notes=(
-                f"{writer}, LiteRT's interpreter; float32, forward only, zero initial states, full lengths",
+                f"{writer}, LiteRT's interpreter; float32, forward only, full lengths",
+                "initial states set on the ops' variable state tensors (set_tensor), not file inputs",
                 "one cell activation for the cell input and output (tanh or relu), as LiteRT's op has",
             ),
         )
@@ -97,7 +98,8 @@ class LiteRTLSTM(Implementation):
         require_zero_biases(weights)
         x = np.ascontiguousarray(prepared.x.swapaxes(0, 1), dtype=np.float32)  # the file takes [B, T, I]
         data = tflite_bytes(weights, self.quantize, batch=x.shape[0])
-        run = run_file(data, x)
+        states = (prepared.h0, prepared.c0) if prepared.states_given else (None, None)
+        run = run_file(data, x, *states)
         # int8 only where the converter did quantize (tensors of 1024 elements and more).
         quantized = self.quantize is not None and any(op.quantized for op in parse_lstm_ops(data))
         return _result(weights.config, run, INT8_MATH_MODE if quantized else "float32")

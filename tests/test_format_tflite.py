@@ -181,6 +181,20 @@ def test_time_is_resized_and_states_are_the_ops() -> None:
                 )
 
 
+def test_initial_states_through_the_state_tensors() -> None:
+    """h0 and c0 are set on the ops' variable state tensors after allocate_tensors (not file inputs)."""
+    config = LSTMConfig(3, 5, num_layers=2, bidirectional=True, proj_size=3, peepholes=True)
+    weights, x = _weights(config, scale=1.0), _x(config)
+    rng = np.random.default_rng(5)
+    h0 = rng.standard_normal((4, 3, 3)).astype(np.float32).astype(np.float64)
+    c0 = rng.standard_normal((4, 3, 5)).astype(np.float32).astype(np.float64)
+    result = LiteRTLSTM().run(weights, RunInputs(x, h0=h0, c0=c0), FLOAT32)
+    expected = lstm_forward(weights, x, h0, c0)
+    assert _relative(result.y, lstm_forward(weights, x).y) > 1e-3  # the states changed the outputs
+    for key in ("y", "h_n", "c_n"):
+        assert _relative(getattr(result, key), getattr(expected, key)) < TOLERANCE, key
+
+
 def test_merged_bidirectional_output_is_wrong_for_batch_major_batches() -> None:
     """Why the writer joins the bidirectional op's two outputs with a CONCATENATION instead of its own
     merge_outputs: LiteRT 2.3.0 computes merged, batch-major outputs wrongly for batch > 1 (lstm_eval.cc's
@@ -259,8 +273,8 @@ def test_refusals(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="TFL3"):
         get_format("tflite").read(bad, {})
     config = LSTMConfig(3, 5)
-    with pytest.raises(UnsupportedFeatureError, match="initial states"):
-        LiteRTLSTM().run(_weights(config), RunInputs(_x(config), h0=np.zeros((1, 3, 5))), FLOAT32)
+    with pytest.raises(UnsupportedFeatureError, match="lengths"):
+        LiteRTLSTM().run(_weights(config), RunInputs(_x(config), seq_lens=np.array([7, 3, 5])), FLOAT32)
     with pytest.raises(UnsupportedFeatureError, match="peepholes with quantize"):
         tflite_bytes(_weights(LSTMConfig(3, 5, peepholes=True)), "dynamic-int8")
     with pytest.raises(UnsupportedFeatureError, match="quantize 'int4'"):

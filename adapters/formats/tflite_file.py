@@ -608,17 +608,23 @@ def _read_op(file: _File, operator: Any, inputs: list[int], output: int, layer: 
         state = file.tensor(inputs[index], where)
         if int(np.prod(_shape(state, where))) % size:
             raise InputFileError(f"{where}: state tensor {_name(state)!r} does not hold [batch, {size}]")
-    quantized_type = file.fb.TensorType.INT8
+    types = {file.tensor(inputs[i], where).type for i in range(1, 17) if inputs[i] >= 0}
+    # float32 weights stay float32; float16 and dequantized int8 ones are float64 (exact there).
+    dtype = np.float32 if types == {file.fb.TensorType.FLOAT32} else np.float64
+
+    def joined(arrays: list[NDArray[np.float64] | None]) -> NDArray[Any]:
+        return np.concatenate(arrays).astype(dtype)  # type: ignore[arg-type]
+
     return LstmOp(
         layer=layer,
         direction=direction,
         weights=LayerWeights(
-            W=np.concatenate(W_blocks),  # type: ignore[arg-type]
-            R=np.concatenate(R_blocks),  # type: ignore[arg-type]
-            Wb=np.concatenate(biases),  # type: ignore[arg-type]
-            Rb=np.zeros(4 * hidden),
-            P=None if peepholes[0] is None else np.stack(peepholes),  # type: ignore[arg-type]
-            proj=proj,
+            W=joined(W_blocks),
+            R=joined(R_blocks),
+            Wb=joined(biases),
+            Rb=np.zeros(4 * hidden, dtype=dtype),
+            P=None if peepholes[0] is None else np.stack(peepholes).astype(dtype),  # type: ignore[arg-type]
+            proj=None if proj is None else proj.astype(dtype),
         ),
         hidden_size=hidden,
         input_size=layer_input,
@@ -628,7 +634,7 @@ def _read_op(file: _File, operator: Any, inputs: list[int], output: int, layer: 
         output_state=inputs[18],
         cell_state=inputs[19],
         output=output,
-        quantized=any(inputs[i] >= 0 and file.tensor(inputs[i], where).type == quantized_type for i in range(1, 17)),
+        quantized=file.fb.TensorType.INT8 in types,
     )
 
 
@@ -785,19 +791,29 @@ class LiteRTRun:
     final_c: dict[tuple[int, int], NDArray[Any]]
 
 
-def run_file(data: bytes, x: NDArray[np.float32]) -> LiteRTRun:
+def run_file(
+    data: bytes, x: NDArray[np.float32], h0: NDArray[Any] | None = None, c0: NDArray[Any] | None = None
+) -> LiteRTRun:
     """Run ``data`` on batch-major ``x`` [B, T, I] in LiteRT's interpreter (one thread), the input resized to
-    ``x``'s shape; the fused ops' state tensors hold the final states after the call (they start at zero)."""
+    ``x``'s shape. The fused ops' state tensors start at zero, or at ``h0`` [layers*dirs, B, Hout] and ``c0``
+    [layers*dirs, B, H] (PyTorch's index layer*dirs + direction), set with ``set_tensor`` after
+    ``allocate_tensors`` (which zeroes them); they hold the final states after the call."""
     interpreter = interpreter_class()(model_content=data, num_threads=1)
     (input_detail,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(input_detail["index"], list(x.shape))
     interpreter.allocate_tensors()
+    ops = parse_lstm_ops(data)
+    directions = max((op.direction for op in ops), default=0) + 1
+    for states, attribute in ((h0, "output_state"), (c0, "cell_state")):
+        for op in ops if states is not None else ():
+            state = np.asarray(states[op.layer * directions + op.direction], dtype=np.float32)  # type: ignore[index]
+            interpreter.set_tensor(getattr(op, attribute), np.ascontiguousarray(state))
     interpreter.set_tensor(input_detail["index"], x)
     interpreter.invoke()
     (output_detail,) = interpreter.get_output_details()
     y = np.array(interpreter.get_tensor(output_detail["index"]))
     final_h, final_c = {}, {}
-    for op in parse_lstm_ops(data):
+    for op in ops:
         final_h[(op.layer, op.direction)] = np.array(interpreter.get_tensor(op.output_state))
         final_c[(op.layer, op.direction)] = np.array(interpreter.get_tensor(op.cell_state))
     return LiteRTRun(y=y, final_h=final_h, final_c=final_c)

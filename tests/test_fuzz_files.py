@@ -289,7 +289,7 @@ TFLITE_INDICES = [-2, -1, 0, 1, 5, 17, 47, 10**6]
 #: Shapes the schema's int32 dimensions hold (SHAPES goes past them); buffers are uint32.
 TFLITE_SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 4, 12, 16, 10**6, 2**31 - 1]), max_size=4)
 TFLITE_BUFFERS = [0, 1, 5, 47, 10**6, 2**32 - 1]
-TFLITE_OPTIONS = {
+TFLITE_OPTIONS: dict[str, list[Any]] = {
     "fusedActivationFunction": [0, 1, 3, 4, 5, 99],
     "cellClip": [0.0, -1.0, float("nan"), float("inf"), 1e30],
     "projClip": [0.0, -1.0, 2.0],

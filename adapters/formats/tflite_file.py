@@ -298,8 +298,11 @@ def fused_ops_bytes(weights: LSTMWeights, batch: int = 1, merge_outputs: bool = 
     instead, which LiteRT computes wrongly for batch-major input of batch > 1 (the module docstring)."""
     import flatbuffers
 
-    fb = schema()
     config = weights.config
+    check_writable(config)
+    if not isinstance(batch, int) or batch < 1:
+        raise LayoutError(f"a .tflite file's batch must be a positive integer, got {batch!r}")
+    fb = schema()
     graph = _Graph(fb, batch)
     hout, directions = config.output_size, config.num_directions
     source = first_input = graph.sequence("input", config.input_size)

@@ -353,7 +353,8 @@ def fused_ops_bytes(weights: LSTMWeights, batch: int = 1, merge_outputs: bool = 
     model.version, model.description = 3, b"lstm-conformance: an LSTM as LiteRT fused sequence-LSTM ops"
     model.operatorCodes = [_operator_code(fb, lstm), _operator_code(fb, fb.BuiltinOperator.CONCATENATION)]
     model.subgraphs, model.buffers, model.signatureDefs = [subgraph], graph.buffers, [signature]
-    builder = flatbuffers.Builder(1024 + sum(len(b.payload) for b in graph.buffers[1:]))
+    # Room for every constant and its alignment up front: growing the builder copies it whole.
+    builder = flatbuffers.Builder(65536 + sum(len(b.payload) + 32 for b in graph.buffers[1:]))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

@@ -28,6 +28,7 @@ from lstm_conformance.adapters.formats.tflite_file import (
     fused_ops_bytes,
     parse_lstm_ops,
     run_file,
+    source_runner_problem,
     tflite_bytes,
     weights_from_ops,
 )
@@ -214,6 +215,27 @@ def test_merged_bidirectional_output_is_wrong_for_batch_major_batches() -> None:
     assert _relative(got[0], expected[:1]) < TOLERANCE  # batch 1: right
     error = _relative(got[1], expected)
     assert error > 1e-2, f"LiteRT's merged batch-major bidirectional op is right now ({error:.1e}): use it"
+
+
+def test_the_file_itself_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .tflite read is run as it stands (``run_source``): converting it is "verified", and a file LiteRT
+    computes wrongly (the merged bidirectional output at batch 3) differs from its own weights run right, while
+    the same file at batch 1 agrees. The wrong file runs in a subprocess (the kernel writes past a tensor)."""
+    config = LSTMConfig(3, 5, bidirectional=True)
+    weights = _weights(config, scale=1.0).astype(np.float32)
+    written = tmp_path / "m.tflite"
+    get_format("tflite").write(written, weights, {})
+    (found,) = get_format("tflite").read(written, {}).lstms
+    assert found.run_source is not None
+    capsys.readouterr()
+    assert main(["convert", str(written), str(tmp_path / "m.npz")]) == 0
+    assert "verified: tflite (float32, the file itself)" in capsys.readouterr().out
+    for batch, status in ((1, 0), (3, 1)):
+        merged = tmp_path / f"merged{batch}.tflite"
+        merged.write_bytes(fused_ops_bytes(weights, batch=batch, merge_outputs=True))
+        command = [sys.executable, "-m", "lstm_conformance.cli", "compare", str(merged), str(tmp_path / "m.npz")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == status, (batch, done.stdout[-2000:], done.stderr[-2000:])
 
 
 def _litert_in_subprocess(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -426,8 +448,10 @@ def test_converter_files_read_back() -> None:
     data = converter_bytes(weights, batch=3)
     assert "REVERSE_V2" in _op_names(data)
     assert "BIDIRECTIONAL_SEQUENCE_LSTM" not in _op_names(data)
-    read = weights_from_ops(parse_lstm_ops(data))
+    ops = parse_lstm_ops(data)
+    read = weights_from_ops(ops)
     assert read.config == config
+    assert source_runner_problem(data, ops, config) is None  # the converter's graph runs as it stands
     for key, value in weights.named_arrays().items():
         if not key.endswith(("b",)):
             np.testing.assert_allclose(read.named_arrays()[key], value, rtol=1e-7, atol=1e-7)

@@ -51,6 +51,14 @@ Refused: CIFG, layer normalization, a nonzero projection bias, time-major ops, t
 input. Ops reading the same tensor (directly, or through one ``REVERSE_V2``: the converter's backward
 direction) are one layer; layers chain in the order of the file's operators. A file is a stranger's: every
 index, shape, size, type and option is checked, and what is wrong is told in one line (``InputFileError``).
+
+Running a file as it stands (``SourceRunner``, the reader's ``run_source``): when the file's model is the LSTM
+chain alone (one input, the first layer's; one output [B, T, dirs*Hout]; only the fused ops, REVERSE_V2 and
+CONCATENATION), ``convert`` and ``compare`` run the file itself in LiteRT, not a file written again from its
+weights, so what LiteRT computes for that very file is what is judged (a merged-output bidirectional file at
+batch 3 differs from its own weights; at batch 1 it agrees). The file's batch is fixed: a run goes through it
+that many samples at a time, the last chunk padded with zero samples; initial states are set on the state
+tensors; forward only, full lengths.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult, batch_major
 from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
 from lstm_conformance.reference.errors import (
     FrameworkMissingError,
@@ -462,6 +471,8 @@ class LstmOp:
     output: int
     #: Whether any of its weights is stored as int8 (dynamic-range quantization).
     quantized: bool = False
+    #: The tensor its layer reads (for the converter's backward op, the one its REVERSE_V2 reads).
+    source: int = -1
 
 
 @dataclass
@@ -530,11 +541,16 @@ def parse_lstm_ops(data: bytes) -> list[LstmOp]:
             sources.append(source)
         layer = sources.index(source)
         if name == _LSTM:
-            found.append(_read_op(file, operator, _unidirectional_view(inputs), outputs[0], layer, direction))
+            read = [_read_op(file, operator, _unidirectional_view(inputs), outputs[0], layer, direction)]
         else:
-            for direction, view in enumerate(_bidirectional_views(inputs)):
-                output = outputs[direction] if len(outputs) > 1 else outputs[0]
-                found.append(_read_op(file, operator, view, output, layer, direction))
+            views = _bidirectional_views(inputs)
+            read = [
+                _read_op(file, operator, view, outputs[min(d, len(outputs) - 1)], layer, d)
+                for d, view in enumerate(views)
+            ]
+        for op in read:
+            op.source = source
+        found += read
     return found
 
 
@@ -823,6 +839,99 @@ def run_file(
     return LiteRTRun(y=y, final_h=final_h, final_c=final_c)
 
 
+#: The ops a file may hold besides its fused LSTM ops and still be run as it stands (``SourceRunner``): the
+#: converter's backward direction is a REVERSE_V2 on each side of its op, and directions join in a CONCATENATION.
+_CHAIN_OPS = frozenset({_LSTM, _BIDIRECTIONAL_LSTM, _REVERSE, "CONCATENATION"})
+#: The math mode of a run with int8 weights (LiteRT's hybrid kernels: float32 activations).
+INT8_MATH_MODE = "float32 (dynamic-range int8 weights)"
+
+
+def source_runner_problem(data: bytes, ops: list[LstmOp], config: LSTMConfig) -> str | None:
+    """Why the file cannot be run as it stands as the LSTM read from it (None when it can): it must take one
+    input, the first layer's, and give one output [B, T, dirs*Hout], with only LSTM chain ops between."""
+    file = _parse(data)
+    names = {_op_name(file.fb, file.model, operator) for operator in file.subgraph.operators or []}
+    others = sorted(names - _CHAIN_OPS)
+    if others:
+        return f"it holds other ops ({', '.join(others[:4])})"
+    inputs, outputs = _indices(file.subgraph.inputs), _indices(file.subgraph.outputs)
+    if len(inputs) != 1 or len(outputs) != 1:
+        return f"its model has {len(inputs)} inputs and {len(outputs)} outputs, not one of each"
+    first_sources = {op.source for op in ops if op.layer == 0}
+    if first_sources != {inputs[0]}:
+        return "its input is not the first LSTM layer's"
+    shape = _indices(file.tensor(outputs[0], "the model's output").shape)
+    if len(shape) != 3 or shape[2] != config.num_directions * config.output_size:
+        return f"its output of shape {shape} is not [B, T, {config.num_directions * config.output_size}]"
+    batches = {_state_batch(file, op.output_state, config.output_size) for op in ops}
+    batches |= {_state_batch(file, op.cell_state, config.hidden_size) for op in ops}
+    if len(batches) != 1 or min(batches) < 1:
+        return f"its state tensors hold batches {sorted(batches)}, not one batch of 1 or more"
+    return None
+
+
+def _state_batch(file: _File, index: int, size: int) -> int:
+    return int(np.prod(_indices(file.tensor(index, "a state tensor").shape))) // size
+
+
+class SourceRunner:
+    """``FoundLSTM.run_source`` for a .tflite: the file itself, as it stands, in LiteRT's interpreter (not a
+    file written again from its weights): forward only, full lengths, float32 activations whatever
+    ``options.dtype`` asks (the file's function). Its batch is fixed in the file (its state tensors): a run
+    goes through it that many samples at a time (a fresh interpreter each, so the states start as given)."""
+
+    def __init__(self, data: bytes, ops: list[LstmOp], config: LSTMConfig) -> None:
+        self.data, self.config = data, config
+        self.batch = _state_batch(_parse(data), ops[0].output_state, config.output_size)
+        self.quantized = any(op.quantized for op in ops)
+
+    def __call__(self, inputs: RunInputs, options: RunOptions) -> RunResult:
+        where = "LiteRT (the file's own run)"
+        if options.device != "cpu":
+            raise UnsupportedFeatureError(where, f"device {options.device}", "run on cpu")
+        if inputs.wants_gradients:
+            raise UnsupportedFeatureError(where, "gradients", "LiteRT has no gradients: run it forward only")
+        if inputs.seq_lens is not None:
+            raise UnsupportedFeatureError(where, "per-sample lengths", "its fused LSTM ops run every sample in full")
+        prepared = inputs.prepare(self.config)
+        x = np.ascontiguousarray(prepared.x.swapaxes(0, 1), dtype=np.float32)  # the file takes [B, T, I]
+        runs = [
+            self._run_padded(x[start : start + self.batch], prepared.h0, prepared.c0, start)
+            for start in range(0, x.shape[0], self.batch)
+        ]
+        keys = [(k, d) for k in range(self.config.num_layers) for d in range(self.config.num_directions)]
+
+        def states(name: str) -> NDArray[np.float64]:
+            per_run = [np.stack([getattr(run, name)[key].reshape(len(run.y), -1) for key in keys]) for run in runs]
+            return np.concatenate(per_run, axis=1).astype(np.float64)
+
+        y = np.concatenate([run.y for run in runs]).astype(np.float64).swapaxes(0, 1)
+        math_mode = INT8_MATH_MODE if self.quantized else "float32"
+        result = RunResult(np.ascontiguousarray(y), states("final_h"), states("final_c"), math_mode)
+        return batch_major(result) if inputs.batch_first else result
+
+    def _run_padded(self, x: NDArray[np.float32], h0: NDArray[Any], c0: NDArray[Any], start: int) -> LiteRTRun:
+        """Samples ``start`` on (up to the file's batch) in one invoke, padded with zero samples to the file's
+        batch (samples never meet in an LSTM), the padding's outputs dropped."""
+        count, pad = len(x), self.batch - len(x)
+        part = slice(start, start + count)
+
+        def padded(array: NDArray[Any], axis: int) -> NDArray[Any]:
+            widths = [(0, 0)] * array.ndim
+            widths[axis] = (0, pad)
+            return np.pad(array, widths)
+
+        try:
+            run = run_file(self.data, padded(x, 0), padded(h0[:, part], 1), padded(c0[:, part], 1))
+        except (RuntimeError, ValueError) as error:  # LiteRT refusing a stranger's file at allocation or invoke
+            raise InputFileError(f"LiteRT cannot run the file as it stands ({error_summary(error)})") from None
+        return LiteRTRun(
+            y=run.y[:count],
+            final_h={key: value.reshape(self.batch, -1)[:count] for key, value in run.final_h.items()},
+            final_c={key: value.reshape(self.batch, -1)[:count] for key, value in run.final_c.items()},
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The format
 # ----------------------------------------------------------------------------------------------------------
@@ -844,11 +953,17 @@ class TFLiteFormat(FileFormat):
             raise InputFileError(f"cannot read {path}: {error_summary(error)}") from None
         if data[4:8] != b"TFL3":
             raise InputFileError(f"{path} is not a LiteRT flatbuffer (no TFL3 identifier); pass --from with its format")
-        weights = weights_from_ops(parse_lstm_ops(data))
+        ops = parse_lstm_ops(data)
+        weights = weights_from_ops(ops)
         notes = []
         if weights.config.cell_clip == 10.0:
             notes.append("cell_clip 10.0 as the file holds it (TF's converter writes 10.0 on every Keras LSTM)")
-        return ModelContents([FoundLSTM("", weights, "tflite", batch_first=True, notes=notes)])
+        problem = source_runner_problem(data, ops, weights.config)
+        runner = SourceRunner(data, ops, weights.config) if problem is None else None
+        if problem is not None:
+            notes.append(f"the file's LSTM is read, not run as the file: {problem}")
+        found = FoundLSTM("", weights, "tflite", batch_first=True, notes=notes, run_source=runner)
+        return ModelContents([found])
 
     def write(self, path: Path, weights: LSTMWeights, options: Mapping[str, Any]) -> list[str]:
         given = refuse_options(options, ("quantize", "dtype"), "writing a .tflite file")

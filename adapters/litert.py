@@ -25,6 +25,7 @@ import numpy as np
 from lstm_conformance.adapters.base import Capabilities, Implementation, RunInputs, RunOptions, RunResult
 from lstm_conformance.adapters.formats.tflite_file import (
     CONVERTER_FEATURES,
+    INT8_MATH_MODE,
     QUANTIZE_MODES,
     WRITER_ACTIVATIONS,
     WRITER_FEATURES,
@@ -41,8 +42,6 @@ from lstm_conformance.reference.inputs import PreparedInputs
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights, require_zero_biases
 
 _ONE_CELL_ACTIVATION = "cell activations: LiteRT's fused LSTM op has one for the cell input and output, tanh or relu"
-#: The math mode a quantized run reports.
-INT8_MATH_MODE = "float32 (dynamic-range int8 weights)"
 
 
 class LiteRTLSTM(Implementation):

@@ -55,6 +55,7 @@ FILES = {
     "keras-h5-legacy": "model.h5",
     "tf-checkpoint": "model.ckpt",
     "onnx": "model.onnx",
+    "tflite": "model.tflite",
 }
 FORMAT_OF = {"keras-h5-legacy": "keras-h5"}
 
@@ -284,6 +285,52 @@ def mutate_onnx(draw: Draw, data: bytes) -> bytes:
     return bytes(model.SerializeToString())
 
 
+TFLITE_INDICES = [-2, -1, 0, 1, 5, 17, 47, 10**6]
+#: Shapes the schema's int32 dimensions hold (SHAPES goes past them); buffers are uint32.
+TFLITE_SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 4, 12, 16, 10**6, 2**31 - 1]), max_size=4)
+TFLITE_BUFFERS = [0, 1, 5, 47, 10**6, 2**32 - 1]
+TFLITE_OPTIONS: dict[str, list[Any]] = {
+    "fusedActivationFunction": [0, 1, 3, 4, 5, 99],
+    "cellClip": [0.0, -1.0, float("nan"), float("inf"), 1e30],
+    "projClip": [0.0, -1.0, 2.0],
+    "timeMajor": [True, False],
+    "mergeOutputs": [True, False],
+}
+
+
+def mutate_tflite(draw: Draw, data: bytes) -> bytes:
+    """Through LiteRT's schema object API: an op's input or output index, a tensor's shape, type or buffer, an
+    LSTM option, an op code, or an operator dropped; packed again."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    subgraph = model.subgraphs[0]
+    operator = draw(st.sampled_from(subgraph.operators))
+    kind = draw(st.sampled_from(["input", "output", "shape", "type", "buffer", "option", "opcode", "drop", "bytes"]))
+    if kind in ("input", "output"):
+        indices = [int(i) for i in getattr(operator, f"{kind}s")]
+        indices[draw(st.integers(0, len(indices) - 1))] = draw(st.sampled_from(TFLITE_INDICES))
+        setattr(operator, f"{kind}s", indices)
+    elif kind in ("shape", "type", "buffer"):
+        tensor = draw(st.sampled_from(subgraph.tensors))
+        values = {"shape": [draw(TFLITE_SHAPES)], "type": list(range(-1, 24)), "buffer": TFLITE_BUFFERS}[kind]
+        setattr(tensor, kind, draw(st.sampled_from(values)))
+    elif kind == "option" and operator.builtinOptions is not None:
+        name = draw(st.sampled_from(sorted(TFLITE_OPTIONS)))
+        setattr(operator.builtinOptions, name, draw(st.sampled_from(TFLITE_OPTIONS[name])))
+    elif kind == "opcode":
+        model.operatorCodes[operator.opcodeIndex].builtinCode = draw(st.sampled_from([2, 44, 52, 105, 200]))
+        model.operatorCodes[operator.opcodeIndex].deprecatedBuiltinCode = 0
+    elif kind == "drop":
+        subgraph.operators = [op for op in subgraph.operators if op is not operator]
+    else:
+        return mutate_bytes(draw, data)
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 SAFETENSORS_DTYPES = ["F32", "F64", "F16", "BF16", "I64", "F8_E4M3", "BOOL", "X"]
 
 
@@ -391,6 +438,8 @@ def mutated_copy(draw: Draw, kind: str, source: Path, folder: Path) -> Path:
         mutate_h5(draw, target)
     elif kind == "onnx":
         target.write_bytes(mutate_onnx(draw, data))
+    elif kind == "tflite":
+        target.write_bytes(mutate_tflite(draw, data))
     else:
         target.write_bytes(mutate_safetensors(draw, data))
     return target

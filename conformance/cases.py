@@ -417,9 +417,10 @@ class CostModel:
 #: Per implementation (base name): least-squares fits (non-negative) of every forward and gradients test's
 #: duration in two whole standard runs (`lstm-conformance check -n 2 --durations=0`, this 2-core machine at load
 #: 2.5 to 3, 2026-12-01), the larger of the two fits, rounded up: a plan errs toward fewer cases. The overhead is
-#: a run's fixed cost: LiteRT's is TF's converter writing a .tflite per case (8 to 22 s), keras-jax's and Flax's
-#: an XLA compile of each new shape (2.5 to 4.8 s, 1 s), dynamo's an export (2.7 to 6.7 s); the TF cells' and
-#: Keras' step cost is their per-step loop (15 to 20 ms). Unknown implementations use ``DEFAULT_COST``.
+#: a run's fixed cost: keras-jax's and Flax's an XLA compile of each new shape (2.5 to 4.8 s, 1 s), dynamo's an
+#: export (2.7 to 6.7 s); the TF cells' and Keras' step cost is their per-step loop (15 to 20 ms). LiteRT's, since
+#: its files are written directly (no TF converter): 3 to 18 ms a run, 63 ms at B=1024, 0.4 s per GFLOP at
+#: H=1024. Unknown implementations use ``DEFAULT_COST``.
 COST_MODELS: dict[str, CostModel] = {
     "reference": CostModel(0.02, 6e-4, 2.2),
     "torch": CostModel(0.03, 4e-4, 3.1),
@@ -434,7 +435,7 @@ COST_MODELS: dict[str, CostModel] = {
     "onnxruntime": CostModel(0.02, 5e-4, 2.3),
     "onnx-reference": CostModel(0.02, 4e-4, 1.4),
     "openvino": CostModel(0.24, 6e-5, 1.2),
-    "tflite": CostModel(15.0, 2e-3, 2.0),
+    "tflite": CostModel(0.02, 5e-6, 0.5),
     "torch-onnx": CostModel(0.3, 1e-4, 1.5),
     "torch-onnx-dynamo": CostModel(6.7, 0.023, 27.0),
     "flax": CostModel(1.0, 8e-3, 7e3),

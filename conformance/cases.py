@@ -536,8 +536,8 @@ def plan_cases(
             candidates.append(case)
     chosen: set[Case] = set()
     spent = 0.0
+    gradients = capabilities is None or capabilities.gradients
     for case in _budget_order(candidates):
-        gradients = capabilities is None or capabilities.gradients
         cost = runs_per_case * (model.seconds(case, False) + (model.seconds(case, True) if gradients else 0.0))
         if third_party or not chosen or spent + cost <= profile.budget_s:  # the first case whatever it costs
             chosen.add(case)
@@ -806,7 +806,7 @@ def not_run_lines(settings: Any) -> list[str]:
         if plan.left_out:
             names = ", ".join(case.name for case in plan.left_out)
             lines.append(
-                f"{target.id}: {len(plan.left_out)} {settings.profile} cases over its budget "
+                f"{target.id}: {len(plan.left_out)} cases of the {settings.profile} profile over its budget "
                 f"({plan.estimated_s:.0f} s estimated of {PROFILES[settings.profile].budget_s:.0f} s) not run: "
                 f"{names}; --lstm-profile exhaustive runs them"
             )

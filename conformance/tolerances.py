@@ -281,11 +281,12 @@ QUANTIZATION_FACTOR = 3.0
 
 
 def with_quantization(tolerance: Tolerance, measured: float) -> Tolerance:
-    """``tolerance`` widened to a quantized source's own measured quantization error (``measured``): the
-    conversion can only be as close to the file as the file is to its dequantized weights."""
+    """``tolerance`` widened to a quantized side's own measured quantization error (``measured``: a quantized
+    source, or a file written quantized): the two can only be as close as the quantized file is to its own
+    dequantized weights."""
     rtol = tolerance.rtol + QUANTIZATION_FACTOR * measured
     reason = (
-        f"the source is quantized (int8 weights, activations quantized at run time): {QUANTIZATION_FACTOR:g}x its "
+        f"a side is quantized (int8 weights, activations quantized at run time): {QUANTIZATION_FACTOR:g}x its "
         f"measured error {measured:.2g} against the float LSTM of its dequantized weights, plus "
         f"{tolerance.rule.reason}"
     )

@@ -991,6 +991,7 @@ def convert(
     select: str | None = None,
     forget_bias: float | None = None,
     dtype: str | None = None,
+    quantize: str | None = None,
     force: bool = False,
     verify: bool = True,
     seed: int = 0,
@@ -999,12 +1000,16 @@ def convert(
     """Read the LSTM in ``src``, write it to ``dst``, and prove it: the source (the file itself where its reader
     can run it, else its implementation on the weights read) and the written file read back, on the same random
     input, outputs and gradients, judged as the suite judges a pair. A check that fails writes nothing
-    (``written`` False). Raises on bad input before anything is written."""
+    (``written`` False). ``quantize``: the destination writer's quantization (tflite: "dynamic-int8"); the proof
+    then allows the written file's own measured quantization error. Raises on bad input before anything is
+    written."""
     source_path, destination = Path(src), Path(dst)
     source_format = format_of(source_path, from_format)
     destination_format = format_of(destination, to_format)
     check_forget_bias_applies(forget_bias, [source_format, destination_format])
     writer, write_options = _prepare_destination(destination, destination_format, force, dtype, forget_bias)
+    if quantize is not None:
+        write_options["quantize"] = quantize  # a writer without the option refuses it, naming it
     progress(f"reading {source_path}")
     source = read(
         source_path, format=source_format, select=select, forget_bias=forget_bias_for(forget_bias, source_format)

@@ -439,6 +439,35 @@ def test_dynamic_int8_moves_the_model_within_its_tolerance() -> None:
 
 
 @pytest.mark.slow
+def test_convert_quantize_proves_within_the_written_files_measured_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``convert model.pt model.tflite --quantize dynamic-int8``: the written file holds int8 weights, the reader
+    measures its quantization error against a float32 file of its dequantized weights, and the proof allows 3x
+    that, saying so; the file, run by a plain LiteRT interpreter, is that close to torch. A writer without the
+    option refuses it in one line."""
+    require_tensorflow()
+    torch = pytest.importorskip("torch", reason="torch writes the source (pip install torch)")
+    torch.manual_seed(4)
+    module = torch.nn.LSTM(32, 32, num_layers=2)
+    torch.save(module.state_dict(), tmp_path / "model.pt")
+    status = main(["convert", str(tmp_path / "model.pt"), str(tmp_path / "m.tflite"), "--quantize", "dynamic-int8"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "3x its measured error" in out
+    (found,) = get_format("tflite").read(tmp_path / "m.tflite", {}).lstms
+    measured = found.run_source.quantization_error  # type: ignore[union-attr]
+    assert measured is not None
+    assert 1e-5 < measured < 0.05
+    x = np.random.default_rng(5).standard_normal((1, 6, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x.swapaxes(0, 1).copy()))[0].numpy().swapaxes(0, 1)
+    assert _relative(_plain_litert(tmp_path / "m.tflite", x), expected) < 3 * measured
+    assert main(["convert", str(tmp_path / "model.pt"), str(tmp_path / "m.onnx"), "--quantize", "dynamic-int8"]) == 2
+    assert "takes no option quantize" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_converter_files_read_back() -> None:
     """TF's converter writes a Keras Bidirectional as two UNIDIRECTIONAL_SEQUENCE_LSTM ops around REVERSE_V2:
     the reader still reads it (the backward op through its REVERSE_V2), and the file runs right."""

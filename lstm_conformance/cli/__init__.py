@@ -166,6 +166,12 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
         choices=DTYPES,
         help="the dtype DST stores (default: the format's choice, usually the source's own)",
     )
+    parser.add_argument(
+        "--quantize",
+        metavar="MODE",
+        help="write DST quantized (tflite: dynamic-int8, int8 weights with float32 activations); the proof then "
+        "allows 3x the written file's own measured quantization error, and says it",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     parser.add_argument("--no-verify", action="store_true", help="write without running both sides")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")

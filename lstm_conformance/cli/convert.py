@@ -21,6 +21,7 @@ def convert_command(args: argparse.Namespace) -> int:
             select=args.select,
             forget_bias=args.forget_bias,
             dtype=args.dtype,
+            quantize=args.quantize,
             force=args.force,
             verify=not args.no_verify,
             seed=args.seed,

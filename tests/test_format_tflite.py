@@ -238,6 +238,23 @@ def test_the_file_itself_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert done.returncode == status, (batch, done.stdout[-2000:], done.stderr[-2000:])
 
 
+def test_compare_an_onnx_file_with_a_tflite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``compare m.onnx m.tflite``: both files run themselves (ONNX Runtime and LiteRT) and agree; a .tflite of
+    other weights differs, exit 1."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime runs the .onnx side (pip install onnxruntime)")
+    config = LSTMConfig(4, 6, num_layers=2, bidirectional=True)
+    weights = _weights(config).astype(np.float32)
+    get_format("onnx").write(tmp_path / "m.onnx", weights, {})
+    get_format("tflite").write(tmp_path / "m.tflite", weights, {})
+    get_format("tflite").write(tmp_path / "other.tflite", _weights(config, seed=9).astype(np.float32), {})
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "m.onnx"), str(tmp_path / "m.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "AGREE" in out
+    assert "not both files ran themselves" not in out
+    assert main(["compare", str(tmp_path / "m.onnx"), str(tmp_path / "other.tflite")]) == 1
+
+
 def _litert_in_subprocess(data: bytes, x: np.ndarray) -> np.ndarray:
     """LiteRT's interpreter on ``x`` in a child process (nothing of this project imported there)."""
     script = (

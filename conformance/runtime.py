@@ -50,6 +50,8 @@ def selected_targets(settings: SuiteSettings) -> list[Target]:
     names = settings.implementations
     if names is None:
         names = tuple(available_names()) + tuple(specs)
+    else:  # an --lstm-implementation given is always run, beside the --lstm-implementations chosen
+        names = tuple(names) + tuple(name for name in specs if name not in names)
     targets: list[Target] = []
     for requested in names:
         base, _, variant = requested.partition(":")
@@ -165,16 +167,20 @@ def float16_places(settings: SuiteSettings, target: Target) -> list[Where]:
 
 def plan(settings: SuiteSettings, target: Target) -> Plan:
     """The profile's cases for one implementation, kept to the profile's budget (``cases.plan_cases``)."""
-    third_party = target.spec is not None or target.name not in _BUILT_IN
+    third_party = is_third_party(target)
     return _plan(target, settings.profile, max(1, len(places(settings, target))), third_party)
+
+
+def is_third_party(target: Target) -> bool:
+    """Not one of the registry's own implementations: it gets every case, whatever it costs."""
+    return target.spec is not None or target.name not in _BUILT_IN
 
 
 def drawn_examples_for(settings: SuiteSettings, target: Target) -> int:
     """Hypothesis examples per place: ``--lstm-max-examples`` as given; else the profile's number, fewer for a
     built-in whose overhead per run (an export, a compile) the profile's drawn budget cannot afford
     (``cases.drawn_examples``)."""
-    third_party = target.spec is not None or target.name not in _BUILT_IN
-    if third_party or "--lstm-max-examples" in settings.explicit:
+    if is_third_party(target) or "--lstm-max-examples" in settings.explicit:
         return settings.max_examples
     return drawn_examples(target.id, PROFILES[settings.profile], settings.max_examples)
 

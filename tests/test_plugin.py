@@ -85,6 +85,14 @@ def test_plugin_is_inert_in_unrelated_runs(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.usefixtures("example_on_path")
+def test_a_third_party_runs_beside_the_implementations_chosen(pytester: pytest.Pytester) -> None:
+    """--lstm-implementation X with --lstm-implementations reference runs both, never only the list."""
+    result = _run_suite(pytester, TINY, "--lstm-implementations=reference", "-k", "l1_state and not pair")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["reference *", "tiny-numpy *"])
+
+
+@pytest.mark.usefixtures("example_on_path")
 def test_third_party_implementation_passes(pytester: pytest.Pytester) -> None:
     result = _run_suite(pytester, TINY, "-k", "l1_state or l1_ragged or l1_batch_first or drawn or l2")
     outcomes = result.parseoutcomes()

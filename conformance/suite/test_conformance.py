@@ -65,12 +65,16 @@ def _xfail_marks(targets: list[Target], case: Case, where: Where, check: str) ->
     return []
 
 
-def _group(*targets: Target) -> Any:
-    """The xdist group of a test (``--dist loadgroup``, which ``lstm-conformance check -n N`` asks for): its
-    implementation, so that one worker runs it and its runs, prepared models and reference results are made
-    once; a pair goes with its costlier side, whose runs its own tests have already made."""
-    costliest = max(targets, key=lambda target: cost_model(target.id).overhead_s)
-    return pytest.mark.xdist_group(costliest.id)
+def _group(where: Where, *targets: Target) -> list[Any]:
+    """The xdist group of a test (``--dist loadgroup``, which ``lstm-conformance check -n N`` asks for): a
+    built-in implementation in one place (dtype, device, mode), so that one worker makes its runs, prepared
+    models and reference results once; a pair goes with its costlier side, whose runs its own tests made. A
+    third party's tests stay ungrouped: they are what is under test, spread over every worker."""
+    built_in = [target for target in targets if not runtime.is_third_party(target)]
+    if not built_in:
+        return []
+    costliest = max(built_in, key=lambda target: cost_model(target.id).overhead_s)
+    return [pytest.mark.xdist_group(f"{costliest.id}-{where.id}")]
 
 
 def _whole_place_xfail(target: Target, where: Where) -> list[Any]:
@@ -94,7 +98,7 @@ def _single_params(settings: SuiteSettings, targets: list[Target], check: str) -
         for case in runtime.plan(settings, target).cases:
             wheres = places + [w for w in extra if w not in places] if case.float16_too else places
             for where in wheres:
-                marks = [*_xfail_marks([target], case, where, check), _group(target)]
+                marks = [*_xfail_marks([target], case, where, check), *_group(where, target)]
                 value = (target, case, where)
                 params.append(pytest.param(value, marks=marks, id=f"{target.id}-{where.id}-{case.name}"))
     return params
@@ -119,7 +123,7 @@ def _pair_params(settings: SuiteSettings, targets: list[Target]) -> list[Any]:
             for case in map(case_by_name, PAIR_CASES):
                 if case not in both or not _both_declare(first, second, case):
                     continue
-                marks = [*_xfail_marks([first, second], case, where, "pair"), _group(first, second)]
+                marks = [*_xfail_marks([first, second], case, where, "pair"), *_group(where, first, second)]
                 pair_id = f"{first.id}+{second.id}-{where.id}-{case.name}"
                 params.append(pytest.param((first, second, case, where), marks=marks, id=pair_id))
     return params
@@ -144,7 +148,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 for where in runtime.places(settings, target):
                     # A limitation of every case (a whole dtype: feature "*", nothing lifting it) holds for the
                     # drawn ones too; a narrower one only excludes the drawn cases it matches (check_one).
-                    marks = [*_whole_place_xfail(target, where), _group(target)]
+                    marks = [*_whole_place_xfail(target, where), *_group(where, target)]
                     params.append(pytest.param((target, where), marks=marks, id=f"{target.id}-{where.id}"))
         if not params:
             why = "no drawn cases: --lstm-max-examples is 0" if not settings.max_examples else "nothing selected"

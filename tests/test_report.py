@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lstm_conformance.cli import main
-from lstm_conformance.cli.check import check_help, check_main, suite_arguments
+from lstm_conformance.cli.check import check_help, suite_arguments
 from lstm_conformance.conformance import report
 from lstm_conformance.conformance.environment import framework_versions, machine_environment
 from lstm_conformance.conformance.report import SuiteResult
@@ -210,27 +210,22 @@ def test_check_help_leads_with_the_suites_options() -> None:
         assert heavy not in done.stdout.splitlines()[-1]
 
 
-def test_check_prints_one_page_with_versions_and_counted_warnings(
-    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_prints_one_page_with_versions_and_counted_warnings(tmp_path: Path) -> None:
     """torch warns that projections are not supported with oneDNN: counted on the page, not printed raw;
-    pytest's per-test SKIPPED lines are off."""
-    from lstm_conformance.conformance import runtime
-
-    pytester.chdir()
-    # Runs are cached per process: an earlier in-process suite run in this worker would leave torch nothing to run.
-    monkeypatch.setattr(runtime, "_RUNS", {})
-    out = pytester.path / "report"
+    pytest's per-test SKIPPED lines are off. In a fresh process: torch warns once per process (TORCH_WARN_ONCE),
+    so an earlier test in this worker would have used the warning up."""
+    out = tmp_path / "report"
     args = ["-p", "no:cacheprovider", "--lstm-implementations", "torch,reference", "--lstm-report", str(out)]
-    assert check_main([*args, "-k", "test_forward and (l1_proj or l1_basic) and not pair"]) == 0
-    page = capsys.readouterr().out
+    command = [sys.executable, "-m", "lstm_conformance.cli", "check", *args]
+    command += ["-k", "test_forward and (l1_proj or l1_basic) and not pair"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    page = done.stdout
+    assert done.returncode == 0, page[-3000:] + done.stderr[-2000:]
     assert "framework warnings (" in page
     assert "torch UserWarning: LSTM with projections" in page
     assert "warnings summary" not in page
     assert "SKIPPED [" not in page
     assert not re.search(r"test_conformance\.py [.sxF]", page)  # not a terminal: no progress characters
-    # The frameworks this process had imported: torch among them (an xdist worker that ran other tests before
-    # this in-process run has imported more).
     listed = next(line for line in page.splitlines() if "frameworks that ran: " in line)
     assert f"torch {importlib.metadata.version('torch')}" in listed, listed
     data = json.loads((out / "report.json").read_text())

@@ -508,6 +508,21 @@ def test_compare_models_of_different_sizes(tmp_path: Path, cli: Run) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """``lstm-conformance inspect m.npz | head``: the reader closing stdout ends the command quietly (exit 141,
+    as SIGPIPE would), with nothing on stderr."""
+    import subprocess
+    import sys
+
+    npz_file(tmp_path / "m.npz", LSTMConfig(input_size=3, hidden_size=4, num_layers=2, bidirectional=True))
+    command = [sys.executable, "-m", "lstm_conformance.cli", "inspect", str(tmp_path / "m.npz")]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None
+    child.stdout.close()  # before the child writes anything
+    _, err = child.communicate(timeout=120)
+    assert (child.returncode, err.decode()) == (141, "")
+
+
 def test_inspect_lists_every_lstm_and_the_other_tensors(tmp_path: Path, cli: Run) -> None:
     torch = pytest.importorskip("torch")
     require_format("torch")

@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import NoReturn
 
 from lstm_conformance.names import DTYPES, FORMATS, IMPLEMENTATIONS
@@ -316,7 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(arguments[1:])
         args = build_parser().parse_args(arguments)
         with _native_stderr_silenced():
-            return _dispatch(args)
+            status = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe (`| head`) is then caught below
+        return status
+    except BrokenPipeError:
+        # The reader of stdout went away (`lstm-conformance inspect m.pt | head`): not an error of the input.
+        # Point stdout at /dev/null so that the interpreter's own flush at exit does not complain again.
+        with suppress(AttributeError, OSError, ValueError):  # a capture has no descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a process killed by SIGPIPE
     except UsageError as error:
         print(f"{PROG}: error: {_one_line(str(error))}; see '{error.prog} --help'", file=sys.stderr)
     except OSError as error:

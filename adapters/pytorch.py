@@ -104,6 +104,28 @@ def _to_numpy64(tensor: Any) -> NDArray[np.float64]:
     return array
 
 
+def build_nn_lstm(weights: LSTMWeights, dtype: Any, device: Any, batch_first: bool) -> Any:
+    """A ``torch.nn.LSTM`` of ``weights``' config in ``dtype`` on ``device``, holding ``weights`` (through
+    ``layouts.torch.to_state_dict``, the one canonical -> state_dict mapping)."""
+    import torch
+
+    config = weights.config
+    module = torch.nn.LSTM(
+        config.input_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        bias=config.bias,
+        batch_first=batch_first,
+        bidirectional=config.bidirectional,
+        proj_size=config.proj_size,
+        device=device,
+        dtype=dtype,
+    )
+    state = {key: torch.from_numpy(value) for key, value in to_state_dict(weights).items()}
+    module.load_state_dict(state, strict=True)
+    return module
+
+
 class _TorchImplementation(Implementation):
     """What nn.LSTM and the stepped nn.LSTMCell share: checks, tensors, math mode, autograd, results."""
 
@@ -211,21 +233,7 @@ class TorchLSTM(_TorchImplementation):
     _notes = ("torch.nn.LSTM; per-sample lengths through pack_padded_sequence(enforce_sorted=False)",)
 
     def _build(self, weights: LSTMWeights, dtype: Any, device: Any, batch_first: bool) -> Any:
-        import torch
-
-        config = weights.config
-        module = torch.nn.LSTM(
-            config.input_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            bias=config.bias,
-            batch_first=batch_first,
-            bidirectional=config.bidirectional,
-            proj_size=config.proj_size,
-            device=device,
-            dtype=dtype,
-        )
-        return self._load(module, to_state_dict(weights))
+        return build_nn_lstm(weights, dtype, device, batch_first)
 
     def _forward(
         self, module: Any, x: Any, h0: Any, c0: Any, lengths: NDArray[np.int64] | None, batch_first: bool

@@ -33,7 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lstm_conformance.adapters.base import Capabilities, Implementation, RunInputs, RunOptions, RunResult
-from lstm_conformance.adapters.layouts.torch import refuse_unsupported, to_state_dict
+from lstm_conformance.adapters.layouts.torch import refuse_unsupported
+from lstm_conformance.adapters.pytorch import build_nn_lstm
 from lstm_conformance.reference.errors import UnsupportedFeatureError
 from lstm_conformance.reference.inputs import PreparedInputs
 from lstm_conformance.reference.layout import LSTMConfig, LSTMWeights, require_zero_biases
@@ -53,22 +54,7 @@ def export_lstm(weights: LSTMWeights, example: Sequence[NDArray[np.float32]], ba
     ``example`` (x, or x, h0, c0) and returning (y, h_n, c_n)."""
     import torch
 
-    config = weights.config
-    lstm = torch.nn.LSTM(
-        config.input_size,
-        config.hidden_size,
-        num_layers=config.num_layers,
-        bias=config.bias,
-        batch_first=batch_first,
-        bidirectional=config.bidirectional,
-        proj_size=config.proj_size,
-        dtype=torch.float32,
-    )
-    state = {
-        key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-        for key, value in to_state_dict(weights).items()
-    }
-    lstm.load_state_dict(state, strict=True)
+    lstm = build_nn_lstm(weights, torch.float32, None, batch_first)
     module = _returns_states(lstm).eval()
     args = tuple(torch.from_numpy(np.ascontiguousarray(array)) for array in example)
     names = list(INPUT_NAMES[: len(args)])

@@ -51,6 +51,26 @@ class SourceRunner(Protocol):
     def __call__(self, inputs: RunInputs, options: RunOptions) -> RunResult: ...
 
 
+def quantization_error(
+    quantized: SourceRunner, floating: SourceRunner, shape: tuple[int, int, int], seeds: int
+) -> float:
+    """A quantized file's measured quantization error: the normwise relative difference of y between the file
+    as it stands (``quantized``) and the float LSTM of its own dequantized weights (``floating``), the largest
+    over ``seeds`` seeded random float32 inputs of ``shape`` [T, B, I] (one input's error varies by a factor of
+    two). The readers of quantized files (ONNX's DynamicQuantizeLSTM, int8 .tflite) set it on their runner."""
+    import numpy as np
+
+    from lstm_conformance.adapters.base import RunInputs, RunOptions
+
+    errors = []
+    for seed in range(seeds):
+        x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32).astype(np.float64)
+        inputs, options = RunInputs(x=x), RunOptions(dtype="float32")
+        got, expected = quantized(inputs, options).y, floating(inputs, options).y
+        errors.append(float(np.linalg.norm(got - expected)) / max(float(np.linalg.norm(expected)), 1e-30))
+    return max(errors)
+
+
 @dataclass
 class FoundLSTM:
     """One LSTM read from a file.

@@ -57,6 +57,7 @@ from lstm_conformance.adapters.formats import (
     fields,
     format_hint,
     guards,
+    quantization_error,
     refuse_options,
 )
 from lstm_conformance.adapters.formats.onnx_graph import (
@@ -657,7 +658,7 @@ def _transposed_graph_input(scope: Scope, node: _Node) -> bool:
 def _quantization_error(scope: Scope, chain: list[_Node], runner: OnnxSourceRunner, config: LSTMConfig) -> float:
     """Relative difference of Y between the quantized node(s) as the file has them and ONNX Runtime's float
     LSTM of the dequantized weights, on a seeded random input of a shape the file can run."""
-    from lstm_conformance.adapters.base import RunInputs, RunOptions
+    from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult
     from lstm_conformance.adapters.onnx_runtime import OnnxRuntimeLSTM
 
     fixed = runner.fixed_input_shape
@@ -666,11 +667,8 @@ def _quantization_error(scope: Scope, chain: list[_Node], runner: OnnxSourceRunn
         steps = (fixed[1] if chain[0].layout == 1 else fixed[0]) or steps
         batch = (fixed[0] if chain[0].layout == 1 else fixed[1]) or batch
     weights = LSTMWeights(config, [node.layers for node in chain])
-    errors = []
-    for seed in range(4):  # the largest of a few inputs: one input's error varies by a factor of two
-        x = np.random.default_rng(seed).standard_normal((steps, batch, config.input_size))
-        inputs = RunInputs(x=x.astype(np.float32).astype(np.float64))
-        quantized = runner(inputs, RunOptions(dtype="float32"))
-        floating = OnnxRuntimeLSTM().run(weights, inputs, RunOptions(dtype="float32"))
-        errors.append(float(np.linalg.norm(quantized.y - floating.y)) / max(float(np.linalg.norm(floating.y)), 1e-30))
-    return max(errors)
+
+    def floating(inputs: RunInputs, options: RunOptions) -> RunResult:
+        return OnnxRuntimeLSTM().run(weights, inputs, options)
+
+    return quantization_error(runner, floating, (steps, batch, config.input_size), seeds=4)

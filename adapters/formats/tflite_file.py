@@ -75,7 +75,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lstm_conformance.adapters.base import RunInputs, RunOptions, RunResult, batch_major
-from lstm_conformance.adapters.formats import FileFormat, FoundLSTM, ModelContents, error_summary, refuse_options
+from lstm_conformance.adapters.formats import (
+    FileFormat,
+    FoundLSTM,
+    ModelContents,
+    error_summary,
+    quantization_error,
+    refuse_options,
+)
 from lstm_conformance.reference.errors import (
     FrameworkMissingError,
     InputFileError,
@@ -934,19 +941,12 @@ class SourceRunner:
         )
 
 
-def quantization_error(runner: SourceRunner, weights: LSTMWeights) -> float:
-    """The normwise relative difference of y between the quantized file as it stands and a float32 file of its
-    dequantized weights (``fused_ops_bytes``), both in LiteRT, the largest over a few seeded random inputs."""
+def file_quantization_error(runner: SourceRunner, weights: LSTMWeights) -> float:
+    """``formats.quantization_error`` of an int8 file: against a float32 file of its dequantized weights
+    (``fused_ops_bytes``), both in LiteRT, at the file's own batch."""
     data = fused_ops_bytes(weights, batch=runner.batch)
     floating = SourceRunner(data, parse_lstm_ops(data), weights.config)
-    errors = []
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        x = rng.standard_normal((8, runner.batch, weights.config.input_size)).astype(np.float32).astype(np.float64)
-        quantized_y = runner(RunInputs(x=x), RunOptions(dtype="float32")).y
-        float_y = floating(RunInputs(x=x), RunOptions(dtype="float32")).y
-        errors.append(float(np.linalg.norm(quantized_y - float_y)) / max(float(np.linalg.norm(float_y)), 1e-30))
-    return max(errors)
+    return quantization_error(runner, floating, (8, runner.batch, weights.config.input_size), seeds=3)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -980,7 +980,7 @@ class TFLiteFormat(FileFormat):
         if problem is not None:
             notes.append(f"the file's LSTM is read, not run as the file: {problem}")
         if runner is not None and runner.quantized:
-            runner.quantization_error = quantization_error(runner, weights)
+            runner.quantization_error = file_quantization_error(runner, weights)
             notes.append(
                 f"quantization error: the file's int8 weights (LiteRT's hybrid kernels) differ from a float32 file "
                 f"of its dequantized weights by up to {runner.quantization_error:.1e} relative on random inputs; "

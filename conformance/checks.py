@@ -123,17 +123,20 @@ def forward_measurements(got: Any, expected: Any, tolerance: Tolerance) -> list[
     return [measure(name, getattr(got, name), getattr(expected, name), tolerance) for name in OUTPUTS]
 
 
+def gradient_tensors(gradients: Any) -> dict[str, Any]:
+    """Gradients (an ``LSTMGradients``, or None) by the names their measurements carry: ``grad_x``, ``grad_h0``,
+    ``grad_c0`` and ``grad[<canonical key>]``; None for one not there."""
+    if gradients is None:
+        return {}
+    found = {f"grad_{name}": getattr(gradients, name, None) for name in ("x", "h0", "c0")}
+    found.update({f"grad[{key}]": value for key, value in gradients.weights.named_arrays().items()})
+    return found
+
+
 def named_tensors(outputs: Any, gradients: LSTMGradients | None) -> dict[str, NDArray[Any]]:
     """Every tensor a check compares, by the name its measurement carries."""
-    found = {name: np.asarray(getattr(outputs, name), dtype=np.float64) for name in OUTPUTS}
-    if gradients is not None:
-        for name in ("x", "h0", "c0"):
-            value = getattr(gradients, name, None)
-            if value is not None:
-                found[f"grad_{name}"] = np.asarray(value, dtype=np.float64)
-        for key, value in gradients.weights.named_arrays().items():
-            found[f"grad[{key}]"] = np.asarray(value, dtype=np.float64)
-    return found
+    found = {name: getattr(outputs, name) for name in OUTPUTS} | gradient_tensors(gradients)
+    return {name: np.asarray(value, dtype=np.float64) for name, value in found.items() if value is not None}
 
 
 def sensitivity(
@@ -146,14 +149,14 @@ def sensitivity(
 
     unit = UNIT_ROUNDOFF[math_mode]
 
-    def nudge(array: NDArray[Any] | None) -> NDArray[Any] | None:
-        return None if array is None else array * (1.0 + unit * rng.uniform(-1.0, 1.0, np.shape(array)))
+    def nudge(array: NDArray[Any]) -> NDArray[Any]:
+        return array * (1.0 + unit * rng.uniform(-1.0, 1.0, np.shape(array)))
 
     exact = named_tensors(*reference_run(weights, inputs))
-    nudged_weights = weights.map(nudge)
-    nudged_inputs = replace(inputs, x=inputs.x * (1.0 + unit * rng.uniform(-1.0, 1.0, inputs.x.shape)))
-    nudged_inputs = replace(nudged_inputs, h0=nudge(inputs.h0), c0=nudge(inputs.c0))
-    moved = named_tensors(*reference_run(nudged_weights, nudged_inputs))
+    nudged_weights = weights.map(nudge)  # in this order: weights, x, h0, c0 (the generator's draws)
+    x = nudge(inputs.x)
+    h0, c0 = (None if state is None else nudge(state) for state in (inputs.h0, inputs.c0))
+    moved = named_tensors(*reference_run(nudged_weights, replace(inputs, x=x, h0=h0, c0=c0)))
     with np.errstate(invalid="ignore"):
         # Where the reference is NaN/Inf (NaN weights) the movement says nothing: zero, not NaN.
         return {
@@ -168,11 +171,7 @@ def gradient_measurements(
 ) -> list[Measurement]:
     """Gradients with respect to x, h0, c0 and every parameter in the canonical layout (``grad[<key>]``); a
     missing gradient is a failed measurement, never a skipped one."""
-    found = [
-        measure(f"grad_{name}", getattr(got, name, None), getattr(expected, name), tolerance)
-        for name in ("x", "h0", "c0")
+    got_tensors = gradient_tensors(got)
+    return [
+        measure(name, got_tensors.get(name), value, tolerance) for name, value in gradient_tensors(expected).items()
     ]
-    got_parameters = got.weights.named_arrays() if got is not None else {}
-    for key, value in expected.weights.named_arrays().items():
-        found.append(measure(f"grad[{key}]", got_parameters.get(key), value, tolerance))
-    return found

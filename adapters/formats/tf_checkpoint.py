@@ -24,13 +24,14 @@ Reading (``tf.train.load_checkpoint``) finds every LSTM:
   named is refused, naming the kernels it holds.
 
 Checkpoints store neither ``forget_bias`` nor LSTMCell's ``cell_clip``, ``proj_clip`` and ``activation``. Beside
-a Saver checkpoint, the ``.meta`` graph (MetaGraphDef) that ``Saver.save`` writes shows them: each cell's ops are
-found by the MatMul reading its kernel (in the graph, or in a while loop's body function), then the scalar
-Const added to the forget gate's split output, the op applied to j, and the clip_by_value Minimum ops, read
-from the protobuf without running anything (``read_meta_graph``). Without a graph, forget_bias=1.0 (TF's
-default), no clipping and tanh are assumed and said in ``FoundLSTM.assumptions``; options forget_bias,
-cell_clip and proj_clip override either. ``run_source`` is not set: the graph is read, not run, so a proof from
-a checkpoint runs the project's reading of it. Keras layers in checkpoints assume Keras' default activations.
+a Saver checkpoint, the ``.meta`` graph (MetaGraphDef) that ``Saver.save`` writes shows them, read from the
+protobuf (``tf_meta_graph.read_meta_graph``); and where the graph holds the dynamic_rnn loop(s) computing the
+LSTM, ``run_source`` runs them, cut out of the graph, with the checkpoint's values (``tf_meta_graph.GraphRunner``),
+and ``batch_first`` says the graph's own input layout. Without a graph, forget_bias=1.0 (TF's default), no
+clipping and tanh are assumed and said in ``FoundLSTM.assumptions``; options forget_bias, cell_clip and proj_clip
+override either (and the graph then does not run: it computes without them). A graph that cannot run (not
+dynamic_rnn's loop, an op outside ``tf_meta_graph.RUNNABLE_OPS``) is said as an assumption: the proof runs the
+project's reading. Keras layers in checkpoints assume Keras' default activations.
 
 Writing names the variables as ``dynamic_rnn`` names an ``LSTMCell`` under its default scope
 (``adapters.tf_cell.native_prefix``); options["scope"] picks another scope, options["cell"] = "basic"
@@ -57,6 +58,14 @@ from lstm_conformance.adapters.formats import (
     error_summary,
     guards,
     refuse_options,
+)
+from lstm_conformance.adapters.formats.tf_meta_graph import (
+    ACTIVATION_OPS,
+    CELL_SCOPE,
+    GraphNotRunnableError,
+    MetaGraph,
+    graph_runner,
+    read_meta_graph,
 )
 from lstm_conformance.adapters.frameworks import import_tensorflow, tensorflow_unavailable_reason
 from lstm_conformance.adapters.layouts.keras import (
@@ -89,8 +98,6 @@ FORGET_BIAS_NOTE = (
 )
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-#: A legacy cell's or Keras LSTMCell's own variable scope, the last scope of its kernel's name.
-_CELL_SCOPE = re.compile(r"^(basic_)?lstm_cell(?:_\d+)?$")
 CELL_VARIABLES = ("kernel", "bias", *PEEPHOLE_VARIABLES.values(), PROJECTION_VARIABLE)
 _SCOPE_KIND = {scope: kind for kind, scope in CELL_SCOPES.items()}
 
@@ -132,7 +139,7 @@ def _find_saver_cells(names: Mapping[str, str]) -> tuple[list[_Cell], list[_Kera
             continue
         path = name[: -len("kernel")].rstrip("/")
         leaf = path.rsplit("/", 1)[-1]
-        if not _CELL_SCOPE.match(leaf):
+        if not CELL_SCOPE.match(leaf):
             continue
         prefix = f"{path}/" if path else ""
         if prefix + "recurrent_kernel" in names:
@@ -217,7 +224,7 @@ def _find_object_cells(nodes: list[_ObjectNode]) -> tuple[list[_Cell], list[_Ker
             continue
         variables = {name: nodes[index] for name, index in node.children.items() if nodes[index].key is not None}
         scope = kernel.full_name.rsplit("/", 2)[-2] if kernel.full_name.count("/") >= 1 else ""
-        match = _CELL_SCOPE.match(scope)
+        match = CELL_SCOPE.match(scope)
         if match is None:
             others.append(kernel.full_name or node.path)
             continue
@@ -333,7 +340,7 @@ class TFCheckpointFormat(FileFormat):
         reader: Any,
         group: _Group,
         given: Mapping[str, Any],
-        graph: Mapping[str, _CellFacts] | None,
+        graph: MetaGraph | None,
         shared_notes: list[str],
     ) -> FoundLSTM:
         where = f"{path}: LSTM {group.name or '(no scope)'}"
@@ -374,7 +381,7 @@ class TFCheckpointFormat(FileFormat):
                 f"own names ({'BasicLSTMCell' if kind == 'basic' else 'LSTMCell'}: kernel [I+Hout, 4H] applied to "
                 "[x, h], gates i, j, f, o)"
             )
-        return FoundLSTM(
+        found = FoundLSTM(
             name=group.name,
             weights=weights,
             implementation="tf-cell",
@@ -383,6 +390,9 @@ class TFCheckpointFormat(FileFormat):
             batch_first=None,
             assumptions=assumptions,
         )
+        if graph is not None and not assumptions:
+            _run_the_graph(found, graph, path, group, reader.get_variable_to_shape_map(), given)
+        return found
 
     @staticmethod
     def _config(
@@ -492,141 +502,42 @@ class TFCheckpointFormat(FileFormat):
         return notes
 
 
-# ----------------------------------------------------------------------------------------------------------
-# What a TF1 ``.meta`` graph (MetaGraphDef, written by Saver.save beside the checkpoint) says of each cell
-# ----------------------------------------------------------------------------------------------------------
-
-#: TF op -> canonical activation name, for a cell's ``activation`` (applied to j and to the new c).
-_ACTIVATION_OPS = {"Tanh": "tanh", "Relu": "relu", "Softsign": "softsign", "Softplus": "softplus"}
-_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
-_PASS_THROUGH_OPS = frozenset({"Identity", "ReadVariableOp", "Enter", "Switch", "Merge"})
-_WHILE_OPS = frozenset({"While", "StatelessWhile"})
-
-
-@dataclass
-class _CellFacts:
-    """What the graph fixes for one cell (None where the graph did not show it)."""
-
-    forget_bias: float | None = None
-    cell_clip: float | None = None
-    proj_clip: float | None = None
-    activation: str | None = None
-
-
-def _source(text: str) -> tuple[str, int]:
-    """(node, output index) of a NodeDef input: ``a``, ``a:1`` (graphs) or ``a:output:1`` (function bodies)."""
-    parts = text.lstrip("^").split(":")
-    return parts[0], int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 0
-
-
-def _scalar(node: Any) -> float | None:
-    """The value of a scalar Const NodeDef, read from the proto (nothing runs)."""
-    if node is None or node.op != "Const":
-        return None
-    from tensorflow.python.framework import tensor_util
-
-    value = np.asarray(tensor_util.MakeNdarray(node.attr["value"].tensor))
-    return float(value) if value.size == 1 else None
-
-
-def _variable_name(nodes: Mapping[str, Any], name: str) -> str | None:
-    """The variable a graph input reads, followed back through Identity/ReadVariableOp/Enter nodes."""
-    for _ in range(16):
-        node = nodes.get(name)
-        if node is None:
-            return None
-        if node.op in _VARIABLE_OPS:
-            return str(node.name)
-        if node.op not in _PASS_THROUGH_OPS or not node.input:
-            return None
-        name = _source(node.input[0])[0]
-    return None
-
-
-def read_meta_graph(path: Path) -> dict[str, _CellFacts] | None:
-    """Cell path (``rnn/lstm_cell``, as in the checkpoint's keys) -> what the graph fixes, from the ``.meta``
-    file beside a checkpoint prefix; None when there is none. Only the protobuf is parsed: no op runs."""
-    meta = Path(f"{path}.meta")
-    if not meta.is_file():
-        return None
-    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-    from tensorflow.core.protobuf import meta_graph_pb2
-
-    graph = meta_graph_pb2.MetaGraphDef()
+def _run_the_graph(
+    found: FoundLSTM, graph: MetaGraph, prefix: Path, group: _Group, shapes: Mapping[str, Any], given: Mapping[str, Any]
+) -> None:
+    """Set ``found.run_source`` to the file's own graph (``tf_meta_graph.GraphRunner``) and its batch layout to
+    the graph's, or say as an assumption why the graph cannot run. An option that changes what the cells compute
+    (forget_bias, a clip) makes the reading differ from the graph: then the graph does not speak for it."""
+    changed = sorted(option for option in READ_OPTIONS if option in given)
+    if changed:
+        found.assumptions.append(
+            f"{', '.join(changed)} as given, not as the .meta graph computes: the proof runs this tool's reading"
+        )
+        return
+    cells = {(cell.layer, cell.direction): (cell.path, cell.keys) for cell in group.cells}
     try:
-        graph.ParseFromString(meta.read_bytes())
-    except (DecodeError, OSError) as error:
-        raise InputFileError(
-            f"{meta}: not a readable MetaGraphDef ({error_summary(error)}); remove or rewrite it"
-        ) from None
-    main = {node.name: node for node in graph.graph_def.node}
-    facts = _cells_in(main, lambda name: _variable_name(main, name))
-    functions = {function.signature.name: function for function in graph.graph_def.library.function}
-    for node in main.values():
-        body = functions.get(node.attr["body"].func.name) if node.op in _WHILE_OPS else None
-        if body is None:
-            continue
-        arguments = {arg.name: index for index, arg in enumerate(body.signature.input_arg)}
-
-        def outer(name: str, loop: Any = node, arguments: Mapping[str, int] = arguments) -> str | None:
-            index = arguments.get(name)
-            return _variable_name(main, _source(loop.input[index])[0]) if index is not None else None
-
-        facts.update(_cells_in({inner.name: inner for inner in body.node_def}, outer))
-    return facts
-
-
-def _cells_in(nodes: Mapping[str, Any], variable_of: Any) -> dict[str, _CellFacts]:
-    """The cells computed in one node list (a graph, or a while loop's body): each found by the MatMul that reads
-    its ``kernel`` variable, then its forget_bias, clips and activation from the ops in the MatMul's scope."""
-    consumers: dict[tuple[str, int], list[Any]] = {}
-    for node in nodes.values():
-        for text in node.input:
-            consumers.setdefault(_source(text), []).append(node)
-    found: dict[str, _CellFacts] = {}
-    for node in nodes.values():
-        scope, _, leaf = node.name.rpartition("/")
-        if node.op != "MatMul" or leaf != "MatMul" or not _CELL_SCOPE.match(scope.rsplit("/", 1)[-1]):
-            continue
-        variable = variable_of(_source(node.input[1])[0]) if len(node.input) > 1 else None
-        if variable is None or not variable.endswith("/kernel"):
-            continue
-        found[variable[: -len("/kernel")]] = _cell_facts(nodes, consumers, scope)
-    return found
-
-
-def _cell_facts(nodes: Mapping[str, Any], consumers: Mapping[tuple[str, int], list[Any]], scope: str) -> _CellFacts:
-    """BasicLSTMCell/LSTMCell.call: ``i, j, f, o = split(...)``; ``f + forget_bias`` adds a scalar Const to
-    output 2; ``activation(j)`` consumes output 1; clip_by_value is a Minimum with a Const, on the projection
-    MatMul's output for proj_clip and on the new c for cell_clip."""
-    facts = _CellFacts()
-    split = nodes.get(f"{scope}/split")
-    if split is None or split.op != "Split":
-        return facts
-    for node in consumers.get((split.name, 2), []):
-        if node.op in ("Add", "AddV2"):
-            constants = [_scalar(nodes.get(_source(text)[0])) for text in node.input]
-            facts.forget_bias = next((value for value in constants if value is not None), None)
-    for node in consumers.get((split.name, 1), []):
-        facts.activation = _ACTIVATION_OPS.get(node.op, f"TF op {node.op}")
-    for node in nodes.values():
-        if node.op != "Minimum" or not node.name.startswith(f"{scope}/clip_by_value"):
-            continue
-        limit = _scalar(nodes.get(_source(node.input[1])[0]))
-        clipped = nodes.get(_source(node.input[0])[0])
-        if clipped is not None and clipped.op == "MatMul":
-            facts.proj_clip = limit
-        else:
-            facts.cell_clip = limit
-    return facts
+        runner = graph_runner(graph, prefix, found.weights.config, cells, shapes)
+    except GraphNotRunnableError as why:
+        found.assumptions.append(
+            f"the .meta graph cannot be run here ({why}): the proof runs this tool's reading of the checkpoint, "
+            "with what the graph shows (forget_bias, clips, activation)"
+        )
+        return
+    found.run_source = runner
+    found.batch_first = runner.batch_first
+    layout = "batch-major [B, T, I] (dynamic_rnn time_major=False)" if runner.batch_first else "time-major [T, B, I]"
+    found.notes.append(
+        f"the proof runs the graph Saver wrote ({graph.path.name}): its dynamic_rnn loop(s), cut out of the "
+        f"graph, with the checkpoint's values; its input is {layout}"
+    )
 
 
 def _what_the_cell_computes(
-    path: Path, group: _Group, given: Mapping[str, Any], graph: Mapping[str, _CellFacts] | None, kind: str
+    path: Path, group: _Group, given: Mapping[str, Any], graph: MetaGraph | None, kind: str
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """forget_bias, cell_clip, proj_clip and activation of a group's cells: an option where given, else what the
     .meta graph shows, else TF's defaults said as assumptions. Returns (values, notes, assumptions)."""
-    shown = [graph.get(cell.path) for cell in group.cells] if graph is not None else []
+    shown = [graph.cells.get(cell.path) for cell in group.cells] if graph is not None else []
     facts = shown[0] if shown and all(f is not None and f.forget_bias is not None for f in shown) else None
     if facts is not None and any(f != facts for f in shown):
         raise InputFileError(
@@ -637,10 +548,10 @@ def _what_the_cell_computes(
     assumptions: list[str] = []
     values: dict[str, Any] = {}
     if facts is not None:
-        if facts.activation is not None and facts.activation not in _ACTIVATION_OPS.values():
+        if facts.activation is not None and facts.activation not in ACTIVATION_OPS.values():
             raise InputFileError(
                 f"{path}: the cell's activation in the .meta graph is the {facts.activation}, which the canonical "
-                f"layout does not hold (it holds {', '.join(sorted(_ACTIVATION_OPS.values()))})"
+                f"layout does not hold (it holds {', '.join(sorted(ACTIVATION_OPS.values()))})"
             )
         values = {
             "forget_bias": facts.forget_bias,

@@ -1028,7 +1028,7 @@ def convert(
             written_runner = Runner.of("written", written, _VERIFY_PURPOSE)
             stored = [source.dtype, written.dtype]
             steps, batch = proof_shape(source_runner)
-            masked = source.found.mask_value is not None
+            masked = source.found.mask_value is not None or source.found.takes_lengths
             plan = plan_check(source_runner, written_runner, stored, steps, batch, seed, ragged=masked)
             agreement = run_check(plan)[0]
             lost = _lost_config(source.weights, written.weights)
@@ -1053,24 +1053,28 @@ def convert(
 
 
 def _carry_masking(source: Model, format_name: str, options: dict[str, Any]) -> list[str]:
-    """Carry a masked source's masking (a Keras Masking layer before the LSTM) into the written file where
-    its format holds it: a Masking layer in a Keras file, a ``sequence_lens`` input in an ONNX file; said
-    plainly where it cannot. The proof then runs ragged lengths (masked trailing steps) on both sides."""
-    mask_value = source.found.mask_value
-    if mask_value is None:
+    """Carry a masked source's masking (a Keras Masking layer before the LSTM, or per-sample lengths its model
+    takes: a TF1 graph's dynamic_rnn sequence_length) into the written file where its format holds it: a
+    Masking layer in a Keras file, a ``sequence_lens`` input in an ONNX file; said plainly where it cannot. The
+    proof then runs ragged lengths (masked trailing steps) on both sides."""
+    mask_value, found = source.found.mask_value, source.found
+    if mask_value is None and not found.takes_lengths:
         return []
-    if format_name in ("keras", "keras-h5"):
+    masks = (
+        f"masks its input (Masking(mask_value={mask_value}))"
+        if mask_value is not None
+        else "takes per-sample lengths (its dynamic_rnn's sequence_length)"
+    )
+    if format_name in ("keras", "keras-h5") and mask_value is not None:
         options["mask_value"] = mask_value
         return []
     if format_name == "onnx":
         options["sequence_lens"] = True
-        return [
-            f"the source masks its input (Masking(mask_value={mask_value})): the ONNX model takes sequence_lens "
-            "[B], each sample's count of unmasked steps"
-        ]
+        return [f"the source {masks}: the ONNX model takes sequence_lens [B], each sample's count of unmasked steps"]
+    holds = "no masking by lengths (call the layer with mask=...)" if format_name.startswith("keras") else "no masking"
     return [
-        f"the source masks its input (Masking(mask_value={mask_value})) and a {format_name} file holds no "
-        "masking: run the written model with each sample's length of unmasked steps"
+        f"the source {masks} and a {format_name} file holds {holds}: run the written model with each sample's "
+        "length of unmasked steps"
         + (" (torch: nn.utils.rnn.pack_padded_sequence)" if format_name in ("torch", "safetensors") else "")
     ]
 

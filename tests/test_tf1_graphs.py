@@ -183,6 +183,29 @@ def test_converting_is_verified_with_gradients_and_torch_computes_the_original(t
     assert _relative(y.numpy(), expected["y"]) < 1e-5
 
 
+def test_a_graphs_sequence_length_is_carried_into_onnx_and_said_for_torch(tmp_path: Path) -> None:
+    """A model whose dynamic_rnn takes sequence_length: the proof runs ragged lengths on both sides; the ONNX
+    file takes sequence_lens and, run by ONNX Runtime alone, computes what the session computed on each
+    sample's steps; a torch state_dict holds no lengths, and the note says what the torch model needs."""
+    onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime runs the written file")
+    from lstm_conformance import api
+
+    expected = _train_and_save(tmp_path, "tf1-loops", _bidirectional, lengths=True)
+    to_onnx = api.convert(tmp_path / "model.ckpt", tmp_path / "lstm.onnx")
+    assert to_onnx.verified
+    assert to_onnx.agreement is not None
+    assert to_onnx.agreement.lengths
+    session = onnxruntime.InferenceSession(str(tmp_path / "lstm.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"X": expected["x"].swapaxes(0, 1).copy(), "sequence_lens": expected["lengths"]}
+    y = session.run(None, feed)[0].swapaxes(0, 1)  # the written model's y is [T, B, dirs*H]
+    for sample, length in enumerate(expected["lengths"]):
+        assert _relative(y[sample, :length], expected["y"][sample, :length]) < 1e-5
+
+    to_torch = api.convert(tmp_path / "model.ckpt", tmp_path / "lstm.pt")
+    assert to_torch.verified
+    assert any("sequence_length" in note and "pack_padded_sequence" in note for note in to_torch.notes)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Graphs that are not run: said as an assumption, never "verified"
 # ----------------------------------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ class FoundLSTM:
     ``batch_first``: the layout the file's own model takes its input in, None when the file does not say.
     ``mask_value``: the value a Keras ``Masking`` layer before this LSTM skips steps by (None: none in the file);
     the Keras writers' ``mask_value`` option writes the same layer, other targets need per-sample lengths.
+    ``takes_lengths``: the file's own model takes per-sample lengths (a TF1 graph's dynamic_rnn
+    ``sequence_length``): carried as ``mask_value`` is, where the target holds lengths.
     ``parameter_names``: the file's own names of the parameters, in its native layout's order, where known.
     """
 
@@ -101,6 +103,7 @@ class FoundLSTM:
     assumptions: list[str] = field(default_factory=list)
     run_source: SourceRunner | None = None
     mask_value: float | None = None
+    takes_lengths: bool = False
     #: The file's own names of the parameters, in its native layout's order (Keras: each layer's kernel,
     #: recurrent_kernel and bias per direction), where the reader knows them; ``run`` names gradients by them.
     parameter_names: list[str] = field(default_factory=list)

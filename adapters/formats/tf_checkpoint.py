@@ -525,6 +525,7 @@ def _run_the_graph(
         return
     found.run_source = runner
     found.batch_first = runner.batch_first
+    found.takes_lengths = runner.takes_lengths
     layout = "batch-major [B, T, I] (dynamic_rnn time_major=False)" if runner.batch_first else "time-major [T, B, I]"
     found.notes.append(
         f"the proof runs the graph Saver wrote ({graph.path.name}): its dynamic_rnn loop(s), cut out of the "

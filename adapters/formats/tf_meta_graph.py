@@ -657,6 +657,11 @@ class GraphRunner:
     def batch_first(self) -> bool:
         return self.plan.batch_major
 
+    @property
+    def takes_lengths(self) -> bool:
+        """The graph's dynamic_rnn takes a sequence_length (fed the lengths given, else every sample's T)."""
+        return self.plan.lengths is not None
+
     def __call__(self, inputs: RunInputs, options: RunOptions) -> RunResult:
         if options.device != "cpu":
             raise UnsupportedFeatureError("TensorFlow", f"device {options.device}", "run it on the CPU")

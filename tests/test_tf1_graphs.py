@@ -38,7 +38,8 @@ FLAVOURS = ("tf1-loops", "tf2-loops")
 
 @contextlib.contextmanager
 def _control_flow(flavour: str) -> Iterator[None]:
-    """TF1's v1 loops for the graphs built inside (TF restores its process-wide switch afterwards)."""
+    """Graphs built inside use TF1's v1 loops ("tf1-loops") or TF2's v2 While ("tf2-loops"); TF's process-wide
+    switch is restored afterwards."""
     from tensorflow.python.ops import control_flow_util
 
     before = control_flow_util.ENABLE_CONTROL_FLOW_V2
@@ -149,6 +150,36 @@ def test_the_graph_itself_runs_as_its_own_session_does(tmp_path: Path, flavour: 
     states = [state for k in range(len(ran.c_n)) for state in (ran.c_n[k], ran.h_n[k])]  # (c, h) per cell
     for got, should in zip(states, expected["states"], strict=True):
         assert _relative(got, should) < 1e-6
+    _check_states_and_gradients(found, x.swapaxes(0, 1) if found.batch_first else x)
+
+
+def _check_states_and_gradients(found: Any, x: np.ndarray) -> None:
+    """Random initial states and cotangents: the graph's loop variables fed and its tf.gradients against the
+    float64 reference on the weights read (which the zero-state run above ties to the session). Feeding a
+    state to the wrong loop variable, c for h, or a gradient mapped to the wrong cell fails here."""
+    from lstm_conformance.adapters.registry import get_implementation
+
+    config, rng = found.weights.config, np.random.default_rng(8)
+    states = config.num_layers * config.num_directions
+    inputs = RunInputs(
+        x=x.astype(np.float64),
+        h0=rng.normal(size=(states, BATCH, config.output_size)),
+        c0=rng.normal(size=(states, BATCH, config.hidden_size)),
+        dy=rng.normal(size=(STEPS, BATCH, config.num_directions * config.output_size)),
+        dh_n=rng.normal(size=(states, BATCH, config.output_size)),
+        dc_n=rng.normal(size=(states, BATCH, config.hidden_size)),
+    )
+    ran = found.run_source(inputs, RunOptions())
+    expected = get_implementation("reference").run(found.weights, inputs, RunOptions(dtype="float64"))
+    for name in ("y", "h_n", "c_n"):
+        assert _relative(getattr(ran, name), getattr(expected, name)) < 1e-5, name
+    assert ran.gradients is not None
+    assert expected.gradients is not None
+    for name in ("x", "h0", "c0"):
+        assert _relative(getattr(ran.gradients, name), getattr(expected.gradients, name)) < 1e-5, f"grad {name}"
+    should = expected.gradients.weights.named_arrays()
+    for name, got in ran.gradients.weights.named_arrays().items():
+        assert _relative(got, should[name]) < 1e-5, f"grad {name}"
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -249,6 +280,26 @@ def test_a_graph_holding_what_may_not_run_is_not_run(tmp_path: Path, flavour: st
     found = _read_one(tmp_path)
     assert found.run_source is None
     assert any(said in text and "cannot be run" in text for text in found.assumptions), found.assumptions
+
+
+def test_a_saver_restoring_other_entries_than_the_variables_names_is_not_run(tmp_path: Path) -> None:
+    """The file's Saver restores fw's kernel from bw's entry and bw's from fw's: TF restoring the file computes
+    other weights than the entries of the variables' names, so the graph with those entries proves nothing."""
+
+    def swapped(node: Any) -> bool:
+        if node.op != "Const" or not node.name.endswith("RestoreV2/tensor_names"):
+            return False
+        names = list(node.attr["value"].tensor.string_val)
+        fw, bw = (names.index(f"model/bidirectional_rnn/{side}/lstm_cell/kernel".encode()) for side in ("fw", "bw"))
+        names[fw], names[bw] = names[bw], names[fw]
+        node.attr["value"].tensor.string_val[:] = names
+        return True
+
+    _train_and_save(tmp_path, "tf2-loops", _bidirectional)
+    _edit_meta(tmp_path, swapped)
+    found = _read_one(tmp_path)
+    assert found.run_source is None
+    assert any("Saver restores" in text for text in found.assumptions), found.assumptions
 
 
 def test_a_constant_declaring_a_huge_shape_is_never_expanded(tmp_path: Path) -> None:

@@ -19,14 +19,19 @@ graph is not of that shape, the reader says why and the proof runs the project's
 
 Files come from strangers: the cut-out subgraph runs only if every op in it (and in the functions it calls) is
 one of ``RUNNABLE_OPS`` (math, shapes, control flow, TensorArrays/TensorLists, variables: nothing that reads or
-writes files, runs Python or touches the network), every integer constant is at most ``_integer_limit`` (the
-sizes a graph builds its zero states and loops from), and each run ends within ``RUN_TIMEOUT_MS``. The file's
-own Saver ops (``save/restore_all``) never run: the values come from ``tf.train.load_checkpoint``.
+writes files, runs Python or touches the network), no integer is computed by multiplying or summing or from
+a float, every constant is bounded by the LSTM's own sizes (``_constant_limit``), the file's Saver restores each
+variable from the checkpoint entry of its own name, and each run ends within ``RUN_TIMEOUT_MS`` with TF's graph
+optimizer (which folds constants before the run) off. The file's own Saver ops (``save/restore_all``) never
+run: the values come from ``tf.train.load_checkpoint``, assigned by ops of this module's own. Integer
+additions in a loop could still build a large size from bounded constants: a residual this module does not
+rule out.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +131,9 @@ def read_meta_graph(prefix: Path) -> MetaGraph | None:
 
         def outer(name: str, loop: Any = node, arguments: Mapping[str, int] = arguments) -> str | None:
             index = arguments.get(name)
-            return _variable_name(main, source(loop.input[index])[0]) if index is not None else None
+            if index is None or index >= len(loop.input):
+                return None
+            return _variable_name(main, source(loop.input[index])[0])
 
         def while_node(_: str, loop: str = node.name) -> str:
             return loop
@@ -139,7 +146,14 @@ def read_meta_graph(prefix: Path) -> MetaGraph | None:
 def source(text: str) -> tuple[str, int]:
     """(node, output index) of a NodeDef input: ``a``, ``a:1`` (graphs) or ``a:output:1`` (function bodies)."""
     parts = text.lstrip("^").split(":")
-    return parts[0], int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 0
+    return parts[0], int(parts[-1]) if len(parts) > 1 and re.fullmatch("[0-9]{1,9}", parts[-1]) else 0
+
+
+def _input(node: Any, index: int) -> str:
+    """Input ``index`` of ``node`` as a tensor name, or GraphNotRunnableError where the node has no such input."""
+    if node is None or len(node.input) <= index:
+        raise GraphNotRunnableError(f"the node {getattr(node, 'name', '?')!r} lacks input {index}")
+    return _tensor(node.input[index])
 
 
 def _tensor(text: str) -> str:
@@ -279,20 +293,20 @@ def _find_loop(graph: MetaGraph, loop: str, cells: int) -> _Loop:
     value_input = 0 if scatter is not None and scatter.op == "TensorListFromTensor" else 2  # the tensor scattered
     if scatter is None or stack is None or len(scatter.input) <= value_input:
         raise GraphNotRunnableError(f"no TensorArrayUnstack/TensorArrayStack around {loop!r} (not dynamic_rnn's loop)")
-    time_major_input = _tensor(scatter.input[value_input])
+    time_major_input = _input(scatter, value_input)
     transpose = nodes.get(source(time_major_input)[0])
     batch_major = transpose is not None and transpose.op == "Transpose" and transpose.name == f"{scope}/transpose"
     output = _tensor(stack.name)
     if batch_major:
         back = nodes.get(f"{scope}/transpose_1")
-        if back is None or back.op != "Transpose" or _tensor(back.input[0]) != output:
+        if back is None or back.op != "Transpose" or _input(back, 0) != output:
             raise GraphNotRunnableError(
                 f"the input of {scope!r} is transposed to time-major but its output is not back"
             )
         output = _tensor(back.name)
     initial, final = _states(graph, loop, stack, cells) if v2 else _v1_states(graph, loop, stack, cells)
     return _Loop(
-        input=_tensor(transpose.input[0]) if transpose is not None and batch_major else time_major_input,
+        input=_input(transpose, 0) if batch_major else time_major_input,
         output=output,
         batch_major=batch_major,
         initial=initial,
@@ -304,10 +318,10 @@ def _find_loop(graph: MetaGraph, loop: str, cells: int) -> _Loop:
 def _states(graph: MetaGraph, loop: str, stack: Any, cells: int) -> tuple[list[str], list[str]]:
     """A v2 While's state loop variables: dynamic_rnn's loop variables are (counter, limit, time, output, state
     ...), so the states follow the output's (the one TensorArrayV2Stack reads, through an Identity)."""
-    identity = graph.nodes.get(source(stack.input[0])[0])
-    if identity is None or identity.op != "Identity" or source(identity.input[0])[0] != loop:
+    identity = graph.nodes.get(source(_input(stack, 0))[0])
+    if identity is None or identity.op != "Identity" or source(_input(identity, 0))[0] != loop:
         raise GraphNotRunnableError(f"the output of {loop!r} does not come from its loop")
-    position = source(identity.input[0])[1]
+    position = source(_input(identity, 0))[1]
     inputs = [text for text in graph.nodes[loop].input if not text.startswith("^")]
     wanted = range(position + 1, position + 1 + 2 * cells)
     if wanted.stop > len(inputs):
@@ -320,7 +334,7 @@ def _v1_states(graph: MetaGraph, frame: str, stack: Any, cells: int) -> tuple[li
     variables' Enter and Exit ops in order, the states after the output's (the one TensorArrayGatherV3 reads)."""
     context = _while_context(graph, frame)
     exits, enters = [_tensor(t) for t in context.loop_exit_names], [_tensor(t) for t in context.loop_enter_names]
-    flow = _tensor(stack.input[2]) if len(stack.input) > 2 else ""
+    flow = _input(stack, 2)
     if flow not in exits:
         raise GraphNotRunnableError(f"the output of {frame!r} does not come from its loop")
     position = exits.index(flow)
@@ -332,7 +346,7 @@ def _v1_states(graph: MetaGraph, frame: str, stack: Any, cells: int) -> tuple[li
         enter = graph.nodes.get(source(enters[k])[0])
         if enter is None or enter.op != "Enter" or not enter.input:
             raise GraphNotRunnableError(f"the loop variable {enters[k]!r} of {frame!r} is not an Enter op")
-        initial.append(_tensor(enter.input[0]))
+        initial.append(_input(enter, 0))
     return initial, [exits[k] for k in wanted]
 
 
@@ -434,8 +448,9 @@ def _plan(graph: MetaGraph, config: LSTMConfig, cells: Mapping[tuple[int, int], 
 
 
 def _reversed_input(graph: MetaGraph, loop: _Loop) -> str | None:
+    """What a backward direction's input reverses (a Reverse op's input), None where it is not reversed."""
     node = graph.nodes.get(source(loop.input)[0])
-    return _tensor(node.input[0]) if node is not None and node.op in _REVERSE_OPS and node.input else None
+    return _input(node, 0) if node is not None and node.op in _REVERSE_OPS else None
 
 
 def _reversed_output(graph: MetaGraph, loop: _Loop) -> str:
@@ -452,10 +467,11 @@ def _reversed_output(graph: MetaGraph, loop: _Loop) -> str:
     return _tensor(found[0])
 
 
-def _cut(graph: MetaGraph, plan: _Plan, checkpoint: Mapping[str, Sequence[int]]) -> None:
+def _cut(graph: MetaGraph, plan: _Plan, config: LSTMConfig, checkpoint: Mapping[str, Sequence[int]]) -> None:
     """The subgraph from the fed tensors to the fetched ones, its fed tensors replaced by placeholders, the
-    functions it calls, its variables; GraphNotRunnableError where it holds what may not run (``RUNNABLE_OPS``, integer
-    constants over ``_integer_limit``) or a variable the checkpoint lacks."""
+    functions it calls, its variables; GraphNotRunnableError where it holds what may not run (``_check_runnable``)
+    or a variable the checkpoint or the file's Saver does not give. Rewrites the plan's fed tensor names to the
+    placeholders'."""
     from tensorflow.core.framework import graph_pb2, types_pb2
 
     feeds = [plan.x, *plan.initial, *([plan.lengths] if plan.lengths else [])]
@@ -479,12 +495,12 @@ def _cut(graph: MetaGraph, plan: _Plan, checkpoint: Mapping[str, Sequence[int]])
         for index, text in enumerate(copy.input):
             fed = placeholders.get(_tensor(text)) if not text.startswith("^") else None
             if fed is not None:
-                dtypes.setdefault(fed, _input_dtype(copy, index))
+                dtypes.setdefault(fed, _fed_dtype(copy, index, integer=fed == placeholders.get(plan.lengths or "")))
                 copy.input[index] = fed
             else:
                 queue.append(source(text)[0])
         kept[name] = copy
-    limit = _constant_limit(checkpoint)
+    limit = _constant_limit(config, plan.variables, checkpoint)
     functions = _called_functions(graph, list(kept.values()))
     for node in [*kept.values(), *(inner for function in functions for inner in function.node_def)]:
         _check_runnable(node, limit)
@@ -498,12 +514,50 @@ def _cut(graph: MetaGraph, plan: _Plan, checkpoint: Mapping[str, Sequence[int]])
     graph_def.library.function.extend(functions)
     plan.graph_def, plan.functions = graph_def, functions
     plan.variable_ops = {name: node.op for name, node in kept.items() if node.op in _VARIABLE_OPS}
-    absent = sorted(name for name in plan.variable_ops if name not in checkpoint)
-    if absent:
-        raise GraphNotRunnableError(f"the graph's variable {absent[0]!r} is not in the checkpoint")
+    restored = _restored_from(graph)
+    for name in sorted(plan.variable_ops):
+        if name not in checkpoint:
+            raise GraphNotRunnableError(f"the graph's variable {name!r} is not in the checkpoint")
+        if restored.get(name) != name:  # a Saver mapping names elsewhere would restore other values than we do
+            raise GraphNotRunnableError(
+                f"the file's Saver restores {name!r} from {restored.get(name, 'no checkpoint entry')!r}, not its own"
+            )
     plan.contexts = _contexts_within(graph, set(kept))
     plan.x, plan.initial = f"{placeholders[plan.x]}:0", [f"{placeholders[t]}:0" for t in plan.initial]
     plan.lengths = f"{placeholders[plan.lengths]}:0" if plan.lengths else None
+
+
+def _fed_dtype(node: Any, index: int, integer: bool) -> int:
+    """The dtype (DataType enum) of a fed input, ``index`` of ``node``, from its type attributes: an integer
+    type for the lengths, a floating one for the input and states; GraphNotRunnableError otherwise."""
+    dtype = _input_dtype(node, index)
+    if (dtype in _INTEGER_TYPES) != integer or (not integer and dtype not in _FLOAT_TYPES):
+        raise GraphNotRunnableError(f"input {index} of {node.name!r} ({node.op}) has the unexpected type {dtype}")
+    return dtype
+
+
+def _restored_from(graph: MetaGraph) -> dict[str, str]:
+    """Variable -> the checkpoint entry the file's Saver restores it from: each Assign / AssignVariableOp whose
+    value is (through Identity) output k of a RestoreV2, whose tensor_names Const names entry k."""
+    nodes, restored = graph.nodes, {}
+    for node in nodes.values():
+        if node.op not in ("Assign", "AssignVariableOp") or len(node.input) < 2:
+            continue
+        name, index = source(node.input[1])
+        value = nodes.get(name)
+        while value is not None and value.op == "Identity" and value.input:
+            name, index = source(value.input[0])
+            value = nodes.get(name)
+        if value is None or value.op != "RestoreV2" or len(value.input) < 2:
+            continue
+        names = nodes.get(source(value.input[1])[0])
+        if names is None or names.op != "Const":
+            continue
+        keys = names.attr["value"].tensor.string_val
+        variable = _variable_name(nodes, source(node.input[0])[0])
+        if variable is not None and index < len(keys):
+            restored[variable] = keys[index].decode(errors="replace")
+    return restored
 
 
 def _input_dtype(node: Any, index: int) -> int:
@@ -550,12 +604,16 @@ class _ConstantLimit:
     integer: int
 
 
-def _constant_limit(checkpoint: Mapping[str, Sequence[int]]) -> _ConstantLimit:
-    """A runnable graph's constants may declare as many values as the largest tensor the checkpoint stores
-    and be integers up to four times its largest dimension (a cell's 4H), each at least 4096 (time steps, loop
-    limits): more would allocate or run far beyond what the file stores."""
-    largest = max((int(d) for shape in checkpoint.values() for d in shape), default=0)
-    biggest = max((int(np.prod(shape, dtype=np.int64)) for shape in checkpoint.values()), default=0)
+def _constant_limit(
+    config: LSTMConfig, variables: Mapping[tuple[int, int], Mapping[str, str]], checkpoint: Mapping[str, Sequence[int]]
+) -> _ConstantLimit:
+    """A runnable graph's constants may declare as many values as the LSTM's largest variable holds and be
+    integers up to four times its largest size (a fused 4H, an input plus output), each at least 4096 (time
+    steps, loop limits): more would allocate or run far beyond what the file stores. The sizes are the LSTM's
+    own, never the checkpoint index's other entries (which a hostile index may declare at will)."""
+    shapes = [checkpoint.get(key, ()) for keys in variables.values() for key in keys.values()]
+    biggest = max((int(np.prod(shape, dtype=np.int64)) for shape in shapes), default=0)
+    largest = max(4 * config.hidden_size, config.input_size + config.output_size, 2 * config.output_size)
     return _ConstantLimit(values=max(biggest, 4096), integer=max(4 * largest, 4096))
 
 
@@ -568,10 +626,17 @@ def declared_size(tensor: Any) -> int:
 
 
 def _check_runnable(node: Any, limit: _ConstantLimit) -> None:
+    """GraphNotRunnableError unless ``node`` may run: its op in ``RUNNABLE_OPS``; no integer made by a product, a
+    sum or from a float (a size multiplied up from bounded constants); a constant within ``limit``."""
     if node.op not in RUNNABLE_OPS:
         raise GraphNotRunnableError(
             f"its op {node.op} ({node.name!r}) is not one this tool runs from a stranger's graph"
         )
+    integer_out = node.attr["T"].type in _INTEGER_TYPES if "T" in node.attr else False
+    if (node.op in _INTEGER_GROWING_OPS and integer_out) or (
+        node.op == "Cast" and node.attr["SrcT"].type in _FLOAT_TYPES and node.attr["DstT"].type in _INTEGER_TYPES
+    ):
+        raise GraphNotRunnableError(f"its op {node.op} ({node.name!r}) computes an integer this tool does not bound")
     if node.op != "Const":
         return
     tensor = node.attr["value"].tensor
@@ -592,17 +657,25 @@ def _check_runnable(node: Any, limit: _ConstantLimit) -> None:
 #: DataType enums of the integer types (types.proto: DT_INT32 3, DT_UINT8 4, DT_INT16 5, DT_INT8 6, DT_INT64 9,
 #: DT_UINT16 17, DT_UINT32 22, DT_UINT64 23).
 _INTEGER_TYPES = frozenset({3, 4, 5, 6, 9, 17, 22, 23})
+#: DT_FLOAT 1, DT_DOUBLE 2, DT_BFLOAT16 14, DT_HALF 19.
+_FLOAT_TYPES = frozenset({1, 2, 14, 19})
+#: Ops that multiply an integer up (dynamic_rnn's integers are shapes, slices, +1 counters, min and max).
+_INTEGER_GROWING_OPS = frozenset({"Mul", "Sum", "AddN", "RealDiv"})
 
 
 def _contexts_within(graph: MetaGraph, kept: set[str]) -> list[bytes]:
     """The v1 while contexts of the kept loops, each cut to the kept nodes (tf.gradients needs them)."""
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import control_flow_pb2
 
     collection = graph.proto.collection_def.get("while_context")
     contexts = []
     for raw in collection.bytes_list.value if collection is not None else []:
         context = control_flow_pb2.WhileContextDef()
-        context.ParseFromString(raw)
+        try:
+            context.ParseFromString(raw)
+        except DecodeError:
+            raise GraphNotRunnableError("a while_context of the .meta graph is not a WhileContextDef") from None
         if source(context.pivot_name)[0] in kept:
             _cut_context(context, kept)
             contexts.append(context.SerializeToString())
@@ -610,6 +683,8 @@ def _contexts_within(graph: MetaGraph, kept: set[str]) -> list[bytes]:
 
 
 def _cut_context(context: Any, kept: set[str]) -> None:
+    """A WhileContextDef holding only the kept nodes' names (import_meta_graph looks every name up)."""
+
     def keep(name: str) -> bool:
         return source(name)[0] in kept
 
@@ -639,8 +714,12 @@ def graph_runner(
     checkpoint: Mapping[str, Sequence[int]],
 ) -> GraphRunner:
     """The runner of an LSTM's cells in the file's own graph; GraphNotRunnableError (why) where it cannot run."""
-    plan = _plan(graph, config, cells)
-    _cut(graph, plan, checkpoint)
+    try:
+        plan = _plan(graph, config, cells)
+        _cut(graph, plan, config, checkpoint)
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError) as error:
+        # A hostile graph's protos hold anything: what they break here is a graph this tool does not run.
+        raise GraphNotRunnableError(f"its protobuf is malformed where the LSTM runs ({error_summary(error)})") from None
     return GraphRunner(prefix, plan, config)
 
 
@@ -804,13 +883,25 @@ def _build(prefix: Path, plan: _Plan, gradients: bool) -> _Built:
                 zero = tf.UnconnectedGradients.ZERO
                 found = tf.gradients(fetches, wrt, grad_ys=cotangents, unconnected_gradients=zero)
                 fetches = [*fetches, *found]
-    except (ValueError, KeyError, TypeError, tf.errors.OpError) as error:
+        session = tf.compat.v1.Session(graph=graph, config=_session_config(tf))
+        weakref.finalize(graph, session.close)
+        session.run(assign, options=tf.compat.v1.RunOptions(timeout_in_ms=RUN_TIMEOUT_MS))
+    except (ValueError, LookupError, TypeError, AttributeError, AssertionError, tf.errors.OpError) as error:
+        # (LookupError: tf.gradients' "no gradient defined" for an op of the file's)
         raise InputFileError(f"{prefix}.meta: its LSTM subgraph cannot be imported ({error_summary(error)})") from None
     finally:
         control_flow_util.ENABLE_CONTROL_FLOW_V2 = v2
-    session = tf.compat.v1.Session(graph=graph)
-    session.run(assign)
     return _Built(session, tensors, fetches, cotangents, tensors[plan.outputs[0]].dtype.name)
+
+
+def _session_config(tf: Any) -> Any:
+    """No graph optimization: Grappler and the classic optimizer fold constants before the run's timeout
+    applies, and a hostile constant subgraph would be computed there."""
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.optimizer_options.opt_level = tf.compat.v1.OptimizerOptions.L0
+    config.graph_options.optimizer_options.do_constant_folding = False
+    return config
 
 
 def _names(plan: _Plan) -> list[str]:

@@ -237,6 +237,44 @@ def test_a_graphs_sequence_length_is_carried_into_onnx_and_said_for_torch(tmp_pa
     assert any("sequence_length" in note and "pack_padded_sequence" in note for note in to_torch.notes)
 
 
+def _encoder_and_decoder(x: Any, lengths: Any) -> tuple[Any, list[Any]]:
+    """Two LSTMs in one graph, the second cell named lstm_cell_1 (as Keras-style unique naming gives a second
+    cell): its variables are model/decoder/lstm_cell_1/..., not the default scope's names."""
+    encoded, _ = tf.compat.v1.nn.dynamic_rnn(RNN.LSTMCell(4), x, lengths, dtype=tf.float32, scope="encoder")
+    decoder = RNN.LSTMCell(4, name="lstm_cell_1")
+    y, state = tf.compat.v1.nn.dynamic_rnn(decoder, encoded, lengths, dtype=tf.float32, scope="decoder")
+    return y, [state.c, state.h]
+
+
+def test_run_names_gradients_by_the_checkpoints_own_keys(tmp_path: Path, cli: Any) -> None:
+    """Both LSTMs are found (a cell scope lstm_cell_1 was once skipped); ``run --implementation reference`` on
+    the decoder names grad/<checkpoint key>, each equal to the gradient the file's own graph computes through
+    its loop (tf.gradients)."""
+    expected = _train_and_save(tmp_path, "tf2-loops", _encoder_and_decoder)
+    lstms = {f.name: f for f in TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms}
+    assert set(lstms) == {"model/encoder", "model/decoder"}
+    found = lstms["model/decoder"]
+    assert found.run_source is not None
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(STEPS, BATCH, 4))
+    dy = rng.normal(size=(STEPS, BATCH, 4))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "dy.npy", dy)
+    status, out, err = cli(
+        "run", tmp_path / "model.ckpt", "--select", "model/decoder", "--implementation", "reference",
+        "--input", tmp_path / "x.npy", "--grad-output", tmp_path / "dy.npy", "--output", tmp_path / "out.npz",
+    )  # fmt: skip
+    assert (status, err) == (0, ""), out
+    with np.load(tmp_path / "out.npz") as result:
+        grads = {key.removeprefix("grad/"): result[key] for key in result.files if key.startswith("grad/")}
+    assert set(grads) == {"model/decoder/lstm_cell_1/kernel", "model/decoder/lstm_cell_1/bias"}
+    ran = found.run_source(RunInputs(x=x, dy=dy), RunOptions())
+    assert ran.gradients is not None
+    for name, value in ran.gradients.native.items():
+        assert _relative(grads[name], value) < 1e-5, name
+    assert expected["y"].shape == (BATCH, STEPS, 4)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Graphs that are not run: said as an assumption, never "verified"
 # ----------------------------------------------------------------------------------------------------------

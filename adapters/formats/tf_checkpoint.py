@@ -81,6 +81,7 @@ from lstm_conformance.adapters.layouts.tf import (
     choose_cell,
     default_scope,
     from_tf_cell,
+    to_tf_cell,
     to_tf_variables,
 )
 from lstm_conformance.reference.errors import (
@@ -99,7 +100,6 @@ FORGET_BIAS_NOTE = (
 OBJECT_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 CELL_VARIABLES = ("kernel", "bias", *PEEPHOLE_VARIABLES.values(), PROJECTION_VARIABLE)
-_SCOPE_KIND = {scope: kind for kind, scope in CELL_SCOPES.items()}
 
 # Where a cell sits, by the path of its variables (without the variable name).
 _STACKED_BIDIRECTIONAL = re.compile(r"^(?:(?P<name>.+)/)?cell_(?P<layer>\d+)/bidirectional_rnn/(?P<side>fw|bw)$")
@@ -139,7 +139,8 @@ def _find_saver_cells(names: Mapping[str, str]) -> tuple[list[_Cell], list[_Kera
             continue
         path = name[: -len("kernel")].rstrip("/")
         leaf = path.rsplit("/", 1)[-1]
-        if not CELL_SCOPE.match(leaf):
+        match = CELL_SCOPE.match(leaf)
+        if match is None:
             continue
         prefix = f"{path}/" if path else ""
         if prefix + "recurrent_kernel" in names:
@@ -153,8 +154,8 @@ def _find_saver_cells(names: Mapping[str, str]) -> tuple[list[_Cell], list[_Kera
                 keras.append(_KerasCell(path, path.rpartition("/")[0], 0, wanted, name))
             continue
         keys = {var: names[prefix + var] for var in CELL_VARIABLES if prefix + var in names}
-        if "bias" in keys and leaf in _SCOPE_KIND:
-            cells.append(_Cell(path=path, keys=keys, kind=_SCOPE_KIND[leaf]))
+        if "bias" in keys:  # lstm_cell_1 too: a second cell in one scope, or one named so
+            cells.append(_Cell(path=path, keys=keys, kind="basic" if match.group(1) else "lstm"))
     return cells, keras
 
 
@@ -381,6 +382,7 @@ class TFCheckpointFormat(FileFormat):
                 f"own names ({'BasicLSTMCell' if kind == 'basic' else 'LSTMCell'}: kernel [I+Hout, 4H] applied to "
                 "[x, h], gates i, j, f, o)"
             )
+        by_place = {(cell.layer, cell.direction): cell for cell in group.cells}
         found = FoundLSTM(
             name=group.name,
             weights=weights,
@@ -389,6 +391,14 @@ class TFCheckpointFormat(FileFormat):
             notes=[*shared_notes, *notes],
             batch_first=None,
             assumptions=assumptions,
+            # The checkpoint's own keys, in to_tf_variables' order (a cell scope may be lstm_cell_1, a scope
+            # anything): ``run`` names gradients by them.
+            parameter_names=[
+                by_place[(layer, direction)].keys[name]
+                for layer, per_direction in enumerate(weights.layers)
+                for direction, layer_weights in enumerate(per_direction)
+                for name in to_tf_cell(layer_weights, forget_bias)
+            ],
         )
         if graph is not None and not assumptions:
             _run_the_graph(found, graph, path, group, reader.get_variable_to_shape_map(), given)

@@ -131,7 +131,9 @@ def file_gradients(model: api.Model, canonical: LSTMWeights) -> dict[str, NDArra
         from lstm_conformance.adapters.layouts.tf import choose_cell, to_tf_variables
 
         cell = choose_cell(config, str(model.implementation_options.get("cell", "auto")))
-        return to_tf_variables(_one_bias(canonical), 0.0, cell, scope=model.name)
+        variables = to_tf_variables(_one_bias(canonical), 0.0, cell, scope=model.name)
+        names = model.found.parameter_names  # the checkpoint's own keys, in to_tf_variables' order
+        return dict(zip(names, variables.values(), strict=True)) if len(names) == len(variables) else variables
     if implementation in ("keras", "tf-keras"):
         from lstm_conformance.adapters.layouts.keras import keras_layer_weights
 

@@ -904,8 +904,8 @@ def run_check(plan: CheckPlan) -> tuple[Agreement, RunResult, RunResult]:
         expected_gradients, got_gradients = _gradients_without_shared_nonfinite(first.gradients, second.gradients)
         gradients = gradient_measurements(got_gradients, expected_gradients, plan.tolerance)
     agreement = Agreement(
-        first=RunSide(plan.first.label, plan.first.name, plan.dtypes[0], plan.first.run_source is not None),
-        second=RunSide(plan.second.label, plan.second.name, plan.dtypes[1], plan.second.run_source is not None),
+        first=_run_side(plan.first, plan.dtypes[0], first),
+        second=_run_side(plan.second, plan.dtypes[1], second),
         steps=plan.steps,
         batch=plan.batch,
         seed=plan.seed,
@@ -920,6 +920,12 @@ def run_check(plan: CheckPlan) -> tuple[Agreement, RunResult, RunResult]:
         compared=compared,
     )
     return agreement, first, second
+
+
+def _run_side(runner: Runner, dtype: str, result: RunResult) -> RunSide:
+    """What ran: a file run itself computes in its own dtype (a float32 graph asked for float64), said as it ran."""
+    itself = runner.run_source is not None
+    return RunSide(runner.label, runner.name, result.math_mode if itself and result.math_mode else dtype, itself)
 
 
 @dataclass

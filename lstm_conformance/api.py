@@ -875,6 +875,9 @@ def plan_check(
 def proof_shape(runner: Runner) -> tuple[int, int]:
     """The steps and batch a proof runs: ``VERIFY_STEPS``, ``VERIFY_BATCH``, or the file's own where it fixes
     its input's shape (an ONNX export without dynamic axes, whose quantized node runs at that shape only)."""
+    steps_batch = getattr(runner.run_source, "steps_batch", None)  # a TF1 graph's, its placeholder fixing them
+    if steps_batch is not None:
+        return steps_batch[0] or VERIFY_STEPS, steps_batch[1] or VERIFY_BATCH
     fixed = getattr(runner.run_source, "fixed_input_shape", None)
     chain = getattr(runner.run_source, "chain", None)
     if not fixed or len(fixed) != 3 or not chain:

@@ -237,6 +237,31 @@ def test_a_graphs_sequence_length_is_carried_into_onnx_and_said_for_torch(tmp_pa
     assert any("sequence_length" in note and "pack_padded_sequence" in note for note in to_torch.notes)
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_graph_with_a_fixed_input_shape_is_proved_at_that_shape(tmp_path: Path, flavour: str) -> None:
+    """TF1 code often fixes the placeholder's batch and steps; dynamic_rnn then sizes its loop from them as
+    constants, and the graph runs at that shape only. The proof runs there (4 samples, 7 steps), and a run at
+    another shape is refused naming the shape, not failed inside TensorFlow."""
+    from lstm_conformance import api
+    from lstm_conformance.reference.errors import UnsupportedFeatureError
+
+    graph = tf.Graph()
+    with _control_flow(flavour), graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [4, 7, INPUT], name="x")
+        tf.compat.v1.nn.dynamic_rnn(RNN.LSTMCell(4), x, dtype=tf.float32)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+    found = _read_one(tmp_path)
+    assert getattr(found.run_source, "steps_batch", None) == (7, 4)
+    result = api.convert(tmp_path / "model.ckpt", tmp_path / "lstm.pt")
+    assert result.verified
+    assert result.agreement is not None
+    assert (result.agreement.steps, result.agreement.batch) == (7, 4)
+    with pytest.raises(UnsupportedFeatureError, match=r"fixes steps and batch to \(7, 4\)"):
+        found.run_source(RunInputs(x=np.ones((5, 3, INPUT))), RunOptions())
+
+
 def _encoder_and_decoder(x: Any, lengths: Any) -> tuple[Any, list[Any]]:
     """Two LSTMs in one graph, the second cell named lstm_cell_1 (as Keras-style unique naming gives a second
     cell): its variables are model/decoder/lstm_cell_1/..., not the default scope's names."""

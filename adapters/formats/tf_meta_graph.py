@@ -399,6 +399,8 @@ class _Plan:
     final: list[str]
     lengths: str | None
     variables: dict[tuple[int, int], dict[str, str]]
+    #: The input's shape where the graph fixes it (its placeholder's), in the graph's layout; None: free.
+    x_shape: tuple[int | None, ...] | None = None
     graph_def: Any = None
     functions: list[Any] = field(default_factory=list)
     variable_ops: dict[str, str] = field(default_factory=dict)
@@ -523,8 +525,34 @@ def _cut(graph: MetaGraph, plan: _Plan, config: LSTMConfig, checkpoint: Mapping[
                 f"the file's Saver restores {name!r} from {restored.get(name, 'no checkpoint entry')!r}, not its own"
             )
     plan.contexts = _contexts_within(graph, set(kept))
+    plan.x_shape = _static_shape(graph, plan.x)
+    if plan.x_shape is not None:  # the graph's constants may be sized from it: the placeholder keeps it
+        shape = graph_def.node[0].attr["shape"].shape
+        shape.unknown_rank = False
+        for size in plan.x_shape:
+            shape.dim.add(size=-1 if size is None else size)
     plan.x, plan.initial = f"{placeholders[plan.x]}:0", [f"{placeholders[t]}:0" for t in plan.initial]
     plan.lengths = f"{placeholders[plan.lengths]}:0" if plan.lengths else None
+
+
+def _static_shape(graph: MetaGraph, tensor: str) -> tuple[int | None, ...] | None:
+    """The shape a graph fixes for a tensor, read from its producer: a placeholder's ``shape`` (TF1 code often
+    fixes the batch and the steps: dynamic_rnn then builds its loop from them as constants), or the
+    ``_output_shapes`` a graph may carry; None where neither says (None per dimension left free)."""
+    name, index = source(tensor)
+    node = graph.nodes.get(name)
+    if node is None:
+        return None
+    if node.op in ("Placeholder", "PlaceholderWithDefault") and index == 0 and "shape" in node.attr:
+        shape = node.attr["shape"].shape
+    elif "_output_shapes" in node.attr and index < len(node.attr["_output_shapes"].list.shape):
+        shape = node.attr["_output_shapes"].list.shape[index]
+    else:
+        return None
+    if shape.unknown_rank or len(shape.dim) != 3:
+        return None
+    sizes = tuple(int(d.size) if d.size >= 0 else None for d in shape.dim)
+    return sizes if any(size is not None for size in sizes) else None
 
 
 def _fed_dtype(node: Any, index: int, integer: bool) -> int:
@@ -737,6 +765,12 @@ class GraphRunner:
         return self.plan.batch_major
 
     @property
+    def steps_batch(self) -> tuple[int | None, int | None]:
+        """The steps and batch the graph fixes for its input (None where free): a proof runs at them."""
+        shape = self.plan.x_shape or (None, None, None)
+        return (shape[1], shape[0]) if self.plan.batch_major else (shape[0], shape[1])
+
+    @property
     def takes_lengths(self) -> bool:
         """The graph's dynamic_rnn takes a sequence_length (fed the lengths given, else every sample's T)."""
         return self.plan.lengths is not None
@@ -745,6 +779,14 @@ class GraphRunner:
         if options.device != "cpu":
             raise UnsupportedFeatureError("TensorFlow", f"device {options.device}", "run it on the CPU")
         prepared = inputs.prepare(self.config)
+        pairs = zip(self.steps_batch, prepared.x.shape[:2], strict=True)
+        wanted = [(size, given) for size, given in pairs if size is not None]
+        if any(size != given for size, given in wanted):
+            raise UnsupportedFeatureError(
+                "the checkpoint's graph",
+                f"{prepared.steps} steps and batch {prepared.x.shape[1]}",
+                f"its input placeholder fixes steps and batch to {self.steps_batch}; run it at those",
+            )
         if prepared.lengths_given and self.plan.lengths is None:
             raise UnsupportedFeatureError(
                 "the checkpoint's graph", "per-sample lengths", "its dynamic_rnn takes no sequence_length"
@@ -757,7 +799,7 @@ class GraphRunner:
         try:
             values = built.session.run(built.fetches, feed, options=run_options)
         except tf.errors.OpError as error:
-            raise InputFileError(f"{self.prefix}.meta: its graph failed to run ({error_summary(error)})") from None
+            raise InputFileError(f"{self.prefix}.meta: its graph failed to run ({_tf_message(error)})") from None
         return self._result(built, values, prepared)
 
     def _feed(self, built: _Built, prepared: Any) -> dict[Any, Any]:
@@ -888,7 +930,7 @@ def _build(prefix: Path, plan: _Plan, gradients: bool) -> _Built:
         session.run(assign, options=tf.compat.v1.RunOptions(timeout_in_ms=RUN_TIMEOUT_MS))
     except (ValueError, LookupError, TypeError, AttributeError, AssertionError, tf.errors.OpError) as error:
         # (LookupError: tf.gradients' "no gradient defined" for an op of the file's)
-        raise InputFileError(f"{prefix}.meta: its LSTM subgraph cannot be imported ({error_summary(error)})") from None
+        raise InputFileError(f"{prefix}.meta: its LSTM subgraph cannot be imported ({_tf_message(error)})") from None
     finally:
         control_flow_util.ENABLE_CONTROL_FLOW_V2 = v2
     return _Built(session, tensors, fetches, cotangents, tensors[plan.outputs[0]].dtype.name)
@@ -902,6 +944,16 @@ def _session_config(tf: Any) -> Any:
     config.graph_options.optimizer_options.opt_level = tf.compat.v1.OptimizerOptions.L0
     config.graph_options.optimizer_options.do_constant_folding = False
     return config
+
+
+def _tf_message(error: BaseException) -> str:
+    """TensorFlow's own words for a failure: the first line of its message after "Graph execution error:"."""
+    message = str(getattr(error, "message", "") or error)
+    for line in message.splitlines():
+        line = line.strip()
+        if line and line != "Graph execution error:" and not line.startswith(("Detected at node", "[[")):
+            return error_summary(RuntimeError(line))
+    return error_summary(error)
 
 
 def _names(plan: _Plan) -> list[str]:

@@ -502,6 +502,9 @@ def _cut(graph: MetaGraph, plan: _Plan, config: LSTMConfig, checkpoint: Mapping[
             else:
                 queue.append(source(text)[0])
         kept[name] = copy
+    unfed = sorted(name for name, node in kept.items() if node.op == "Placeholder")
+    if unfed:  # (is_training, keep_prob without a default): a value the file does not hold
+        raise GraphNotRunnableError(f"the LSTM's loop reads the placeholder {unfed[0]!r}, given no value in the file")
     limit = _constant_limit(config, plan.variables, checkpoint)
     functions = _called_functions(graph, list(kept.values()))
     for node in [*kept.values(), *(inner for function in functions for inner in function.node_def)]:
@@ -526,6 +529,7 @@ def _cut(graph: MetaGraph, plan: _Plan, config: LSTMConfig, checkpoint: Mapping[
             )
     plan.contexts = _contexts_within(graph, set(kept))
     plan.x_shape = _static_shape(graph, plan.x)
+    _check_fixed_shape(plan.x_shape, config)
     if plan.x_shape is not None:  # the graph's constants may be sized from it: the placeholder keeps it
         shape = graph_def.node[0].attr["shape"].shape
         shape.unknown_rank = False
@@ -553,6 +557,22 @@ def _static_shape(graph: MetaGraph, tensor: str) -> tuple[int | None, ...] | Non
         return None
     sizes = tuple(int(d.size) if d.size >= 0 else None for d in shape.dim)
     return sizes if any(size is not None for size in sizes) else None
+
+
+#: The most values a fixed input shape may ask a proof to compute with (steps x batch x the widest layer).
+_FIXED_SHAPE_VALUES = 10_000_000
+
+
+def _check_fixed_shape(shape: tuple[int | None, ...] | None, config: LSTMConfig) -> None:
+    """GraphNotRunnableError where a fixed input shape cannot be the LSTM's (an input width not its input size,
+    an empty dimension) or asks a proof far beyond the weights (over ``_FIXED_SHAPE_VALUES`` values)."""
+    if shape is None:
+        return
+    if shape[2] not in (None, config.input_size) or any(size == 0 for size in shape):
+        raise GraphNotRunnableError(f"its input placeholder's shape {list(shape)} is not an input of this LSTM")
+    widest = max(config.input_size, 4 * config.hidden_size, config.num_directions * config.output_size)
+    if (shape[0] or 1) * (shape[1] or 1) * widest > _FIXED_SHAPE_VALUES:
+        raise GraphNotRunnableError(f"its input placeholder fixes the shape {list(shape)}, too large for a proof")
 
 
 def _fed_dtype(node: Any, index: int, integer: bool) -> int:

@@ -928,7 +928,11 @@ def run_check(plan: CheckPlan) -> tuple[Agreement, RunResult, RunResult]:
 def _run_side(runner: Runner, dtype: str, result: RunResult) -> RunSide:
     """What ran: a file run itself computes in its own dtype (a float32 graph asked for float64), said as it ran."""
     itself = runner.run_source is not None
-    return RunSide(runner.label, runner.name, result.math_mode if itself and result.math_mode else dtype, itself)
+    ran_in = result.math_mode if itself and result.math_mode in _PLAIN_DTYPES else dtype  # not "tf32", "... int8"
+    return RunSide(runner.label, runner.name, ran_in, itself)
+
+
+_PLAIN_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass

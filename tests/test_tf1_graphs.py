@@ -271,33 +271,66 @@ def _encoder_and_decoder(x: Any, lengths: Any) -> tuple[Any, list[Any]]:
     return y, [state.c, state.h]
 
 
-def test_run_names_gradients_by_the_checkpoints_own_keys(tmp_path: Path, cli: Any) -> None:
-    """Both LSTMs are found (a cell scope lstm_cell_1 was once skipped); ``run --implementation reference`` on
-    the decoder names grad/<checkpoint key>, each equal to the gradient the file's own graph computes through
-    its loop (tf.gradients)."""
-    expected = _train_and_save(tmp_path, "tf2-loops", _encoder_and_decoder)
-    lstms = {f.name: f for f in TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms}
-    assert set(lstms) == {"model/encoder", "model/decoder"}
-    found = lstms["model/decoder"]
-    assert found.run_source is not None
+def _run_gradients(cli: Any, directory: Path, select: str, config: Any) -> dict[str, np.ndarray]:
+    """``run --implementation reference --select SELECT`` with random x and dy: its grad/ arrays by name."""
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(STEPS, BATCH, 4))
-    dy = rng.normal(size=(STEPS, BATCH, 4))
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "dy.npy", dy)
+    np.save(directory / "x.npy", rng.normal(size=(STEPS, BATCH, config.input_size)))
+    np.save(directory / "dy.npy", rng.normal(size=(STEPS, BATCH, config.num_directions * config.output_size)))
     status, out, err = cli(
-        "run", tmp_path / "model.ckpt", "--select", "model/decoder", "--implementation", "reference",
-        "--input", tmp_path / "x.npy", "--grad-output", tmp_path / "dy.npy", "--output", tmp_path / "out.npz",
+        "run", directory / "model.ckpt", "--select", select, "--implementation", "reference",
+        "--input", directory / "x.npy", "--grad-output", directory / "dy.npy", "--output", directory / "out.npz",
     )  # fmt: skip
     assert (status, err) == (0, ""), out
-    with np.load(tmp_path / "out.npz") as result:
-        grads = {key.removeprefix("grad/"): result[key] for key in result.files if key.startswith("grad/")}
-    assert set(grads) == {"model/decoder/lstm_cell_1/kernel", "model/decoder/lstm_cell_1/bias"}
+    with np.load(directory / "out.npz") as result:
+        return {key.removeprefix("grad/"): result[key] for key in result.files if key.startswith("grad/")}
+
+
+@pytest.mark.parametrize(
+    ("lstm", "select"),
+    [
+        (_encoder_and_decoder, "model/decoder"),
+        (_bidirectional, "model/bidirectional_rnn"),
+        (_stacked_bidirectional, "model/stack_bidirectional_rnn"),
+    ],
+)
+def test_run_names_gradients_by_the_checkpoints_own_keys(tmp_path: Path, cli: Any, lstm: Any, select: str) -> None:
+    """``run --implementation reference`` names grad/<checkpoint key> (a decoder in scope lstm_cell_1, fw and bw,
+    stacked layers), each equal to the gradient the file's own graph computes through its loop (tf.gradients)."""
+    _train_and_save(tmp_path, "tf2-loops", lstm)
+    lstms = {f.name: f for f in TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms}
+    found = lstms[select]
+    assert found.run_source is not None
+    grads = _run_gradients(cli, tmp_path, select, found.weights.config)
+    x, dy = np.load(tmp_path / "x.npy"), np.load(tmp_path / "dy.npy")
     ran = found.run_source(RunInputs(x=x, dy=dy), RunOptions())
     assert ran.gradients is not None
+    assert set(grads) == set(ran.gradients.native)
     for name, value in ran.gradients.native.items():
         assert _relative(grads[name], value) < 1e-5, name
-    assert expected["y"].shape == (BATCH, STEPS, 4)
+
+
+def _two_cells_in_one_scope(x: Any, lengths: Any) -> tuple[Any, list[Any]]:
+    """Two dynamic_rnn calls in the default scope: cells rnn/lstm_cell (4 units) and rnn/lstm_cell_1 (6)."""
+    first, _ = tf.compat.v1.nn.dynamic_rnn(RNN.LSTMCell(4), x, lengths, dtype=tf.float32)
+    y, state = tf.compat.v1.nn.dynamic_rnn(RNN.LSTMCell(6, name="lstm_cell_1"), first, lengths, dtype=tf.float32)
+    return y, [state.c, state.h]
+
+
+def test_two_cells_in_one_scope_are_two_lstms(tmp_path: Path) -> None:
+    """They were once merged into one LSTM of whichever cell came last (and "verified"): each is its own LSTM,
+    named by its cell's path, and each runs its own loop of the graph."""
+    expected = _train_and_save(tmp_path, "tf2-loops", _two_cells_in_one_scope)
+    lstms = {f.name: f for f in TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms}
+    assert set(lstms) == {"model/rnn/lstm_cell", "model/rnn/lstm_cell_1"}
+    assert lstms["model/rnn/lstm_cell"].weights.config.hidden_size == 4
+    second = lstms["model/rnn/lstm_cell_1"]
+    assert second.weights.config.hidden_size == 6
+    assert second.run_source is not None
+    first = lstms["model/rnn/lstm_cell"]
+    assert first.run_source is not None
+    encoded = first.run_source(RunInputs(x=expected["x"], batch_first=True), RunOptions()).y
+    ran = second.run_source(RunInputs(x=encoded, batch_first=True), RunOptions())  # each its own loop
+    assert _relative(ran.y, expected["y"]) < 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------

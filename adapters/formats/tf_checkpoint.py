@@ -281,11 +281,27 @@ def _place(cell: _Cell) -> None:
 
 
 def _group(cells: list[_Cell]) -> list[_Group]:
+    """The cells by LSTM. Two cells at one place of one LSTM (``rnn/lstm_cell`` and ``rnn/lstm_cell_1``: two
+    dynamic_rnn calls in one scope, or cells called by hand) are two LSTMs, each named by its cell's path."""
     groups: dict[str, _Group] = {}
     for cell in cells:
         _place(cell)
         groups.setdefault(cell.lstm, _Group(cell.lstm)).cells.append(cell)
-    return list(groups.values())
+    found: list[_Group] = []
+    for group in groups.values():
+        places = [(cell.layer, cell.direction) for cell in group.cells]
+        if len(set(places)) == len(places):
+            found.append(group)
+            continue
+        for cell in group.cells:
+            if cell.layer or cell.bidirectional:
+                raise InputFileError(
+                    f"two cells at layer {cell.layer}, direction {cell.direction} of the LSTM {group.name!r} "
+                    f"({', '.join(sorted(c.path for c in group.cells))}): which belongs to which LSTM is not stored"
+                )
+            cell.lstm = cell.path
+            found.append(_Group(cell.path, [cell]))
+    return found
 
 
 class TFCheckpointFormat(FileFormat):

@@ -561,6 +561,8 @@ def _static_shape(graph: MetaGraph, tensor: str) -> tuple[int | None, ...] | Non
 
 #: The most values a fixed input shape may ask a proof to compute with (steps x batch x the widest layer).
 _FIXED_SHAPE_VALUES = 10_000_000
+#: The most steps (or samples) a fixed input shape may ask a proof to run.
+_FIXED_STEPS_OR_BATCH = 4096
 
 
 def _check_fixed_shape(shape: tuple[int | None, ...] | None, config: LSTMConfig) -> None:
@@ -571,7 +573,9 @@ def _check_fixed_shape(shape: tuple[int | None, ...] | None, config: LSTMConfig)
     if shape[2] not in (None, config.input_size) or any(size == 0 for size in shape):
         raise GraphNotRunnableError(f"its input placeholder's shape {list(shape)} is not an input of this LSTM")
     widest = max(config.input_size, 4 * config.hidden_size, config.num_directions * config.output_size)
-    if (shape[0] or 1) * (shape[1] or 1) * widest > _FIXED_SHAPE_VALUES:
+    steps_and_batch = [size for size in shape[:2] if size is not None]
+    too_long = any(size > _FIXED_STEPS_OR_BATCH for size in steps_and_batch)  # the reference steps in Python
+    if too_long or (shape[0] or 1) * (shape[1] or 1) * widest > _FIXED_SHAPE_VALUES:
         raise GraphNotRunnableError(f"its input placeholder fixes the shape {list(shape)}, too large for a proof")
 
 
@@ -805,7 +809,7 @@ class GraphRunner:
             raise UnsupportedFeatureError(
                 "the checkpoint's graph",
                 f"{prepared.steps} steps and batch {prepared.x.shape[1]}",
-                f"its input placeholder fixes steps and batch to {self.steps_batch}; run it at those",
+                f"its placeholder fixes steps and batch to {self.steps_batch}; run it at those (--steps, --batch)",
             )
         if prepared.lengths_given and self.plan.lengths is None:
             raise UnsupportedFeatureError(

@@ -271,20 +271,6 @@ def _encoder_and_decoder(x: Any, lengths: Any) -> tuple[Any, list[Any]]:
     return y, [state.c, state.h]
 
 
-def _run_gradients(cli: Any, directory: Path, select: str, config: Any) -> dict[str, np.ndarray]:
-    """``run --implementation reference --select SELECT`` with random x and dy: its grad/ arrays by name."""
-    rng = np.random.default_rng(4)
-    np.save(directory / "x.npy", rng.normal(size=(STEPS, BATCH, config.input_size)))
-    np.save(directory / "dy.npy", rng.normal(size=(STEPS, BATCH, config.num_directions * config.output_size)))
-    status, out, err = cli(
-        "run", directory / "model.ckpt", "--select", select, "--implementation", "reference",
-        "--input", directory / "x.npy", "--grad-output", directory / "dy.npy", "--output", directory / "out.npz",
-    )  # fmt: skip
-    assert (status, err) == (0, ""), out
-    with np.load(directory / "out.npz") as result:
-        return {key.removeprefix("grad/"): result[key] for key in result.files if key.startswith("grad/")}
-
-
 @pytest.mark.parametrize(
     ("lstm", "select"),
     [
@@ -300,9 +286,11 @@ def test_run_names_gradients_by_the_checkpoints_own_keys(tmp_path: Path, cli: An
     lstms = {f.name: f for f in TFCheckpointFormat().read(tmp_path / "model.ckpt", {}).lstms}
     found = lstms[select]
     assert found.run_source is not None
-    grads = _run_gradients(cli, tmp_path, select, found.weights.config)
-    x, dy = np.load(tmp_path / "x.npy"), np.load(tmp_path / "dy.npy")
-    ran = found.run_source(RunInputs(x=x, dy=dy), RunOptions())
+    from tests.test_cli_proof import _run_gradients, _save_inputs
+
+    arrays = _save_inputs(tmp_path, STEPS, BATCH, found.weights.config)
+    grads = _run_gradients(cli, tmp_path / "model.ckpt", "reference", tmp_path, "--select", select)
+    ran = found.run_source(RunInputs(**arrays), RunOptions())
     assert ran.gradients is not None
     assert set(grads) == set(ran.gradients.native)
     for name, value in ran.gradients.native.items():
@@ -413,6 +401,23 @@ def test_a_loop_reading_a_placeholder_the_file_gives_no_value_is_not_run(tmp_pat
     found = _read_one(tmp_path)
     assert found.run_source is None
     assert any("placeholder 'keep_prob'" in text for text in found.assumptions), found.assumptions
+
+
+def test_a_saver_whose_restore_loops_on_itself_ends_in_the_assumption(tmp_path: Path) -> None:
+    """Every Identity of the Saver's restore made its own input: following them back must end (a bounded
+    walk), and the variables then have no restore entry: the graph is not run."""
+
+    def loop(node: Any) -> bool:
+        if node.op != "Identity" or not node.name.startswith("save/Identity"):
+            return False
+        node.input[:] = [node.name]
+        return True
+
+    _train_and_save(tmp_path, "tf2-loops", _basic_forget_bias_zero)
+    _edit_meta(tmp_path, loop)
+    found = _read_one(tmp_path)
+    assert found.run_source is None
+    assert any("Saver restores" in text for text in found.assumptions), found.assumptions
 
 
 def test_a_constant_declaring_a_huge_shape_is_never_expanded(tmp_path: Path) -> None:

@@ -335,7 +335,7 @@ class TFCheckpointFormat(FileFormat):
                 ".../basic_lstm_cell/kernel, or in an object-based checkpoint's object graph a cell whose kernel is "
                 f"named so){kernels}; it holds {sorted(key for key in shapes if key != OBJECT_GRAPH_KEY)[:8]}"
             )
-        lstms = [self._lstm(prefix, reader, group, given, graph, notes) for group in _group(cells)]
+        lstms = [self._lstm(prefix, reader, shapes, group, given, graph, notes) for group in _group(cells)]
         lstms += [_keras_lstm(prefix, reader, cells_of_layer, notes) for cells_of_layer in _keras_layers(keras_cells)]
         used = {key for cell in cells for key in cell.keys.values()}
         used |= {key for keras_cell in keras_cells for key in keras_cell.keys.values()}
@@ -355,6 +355,7 @@ class TFCheckpointFormat(FileFormat):
         self,
         path: Path,
         reader: Any,
+        shapes: Mapping[str, Any],
         group: _Group,
         given: Mapping[str, Any],
         graph: MetaGraph | None,
@@ -417,7 +418,7 @@ class TFCheckpointFormat(FileFormat):
             ],
         )
         if graph is not None and not assumptions:
-            _run_the_graph(found, graph, path, group, reader.get_variable_to_shape_map(), given)
+            _run_the_graph(found, graph, path, group, shapes, given)
         return found
 
     @staticmethod

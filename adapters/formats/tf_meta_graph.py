@@ -30,6 +30,7 @@ rule out.
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -104,13 +105,31 @@ class MetaGraph:
     functions: dict[str, Any]
     cells: dict[str, CellFacts]
 
+    @functools.cached_property
+    def while_contexts(self) -> list[Any]:
+        """The v1 WhileContextDefs of the ``while_context`` collection, parsed once; GraphNotRunnableError for an
+        entry that is not one."""
+        from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+        from tensorflow.core.protobuf import control_flow_pb2
+
+        collection = self.proto.collection_def.get("while_context")
+        contexts = []
+        for raw in collection.bytes_list.value if collection is not None else []:
+            context = control_flow_pb2.WhileContextDef()
+            try:
+                context.ParseFromString(raw)
+            except DecodeError:
+                raise GraphNotRunnableError("a while_context of the .meta graph is not a WhileContextDef") from None
+            contexts.append(context)
+        return contexts
+
 
 def read_meta_graph(prefix: Path) -> MetaGraph | None:
     """The ``.meta`` file beside a checkpoint prefix, parsed; None when there is none. Nothing runs."""
     meta = Path(f"{prefix}.meta")
     if not meta.is_file():
         return None
-    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import meta_graph_pb2
 
     proto = meta_graph_pb2.MetaGraphDef()
@@ -175,32 +194,29 @@ def _scalar(node: Any) -> float | None:
     return float(value) if value.size == 1 else None
 
 
+def _upstream(nodes: Mapping[str, Any], text: str, through: frozenset[str], steps: int = 16) -> str:
+    """The tensor a graph input comes from, followed back through input 0 of the ``through`` ops, at most
+    ``steps`` of them (a hostile graph may loop them)."""
+    for _ in range(steps):
+        node = nodes.get(source(text)[0])
+        if node is None or node.op not in through or not node.input:
+            break
+        text = node.input[0]
+    return _tensor(text)
+
+
 def _variable_name(nodes: Mapping[str, Any], name: str) -> str | None:
     """The variable a graph input reads, followed back through Identity/ReadVariableOp/Enter nodes."""
-    for _ in range(16):
-        node = nodes.get(name)
-        if node is None:
-            return None
-        if node.op in _VARIABLE_OPS:
-            return str(node.name)
-        if node.op not in _PASS_THROUGH_OPS or not node.input:
-            return None
-        name = source(node.input[0])[0]
-    return None
+    node = nodes.get(source(_upstream(nodes, name, _PASS_THROUGH_OPS))[0])
+    return str(node.name) if node is not None and node.op in _VARIABLE_OPS else None
 
 
 def _frame(nodes: Mapping[str, Any], name: str) -> str | None:
     """The control-flow-v1 frame (while loop) a graph input enters, through the Enter on its way."""
-    for _ in range(16):
-        node = nodes.get(name)
-        if node is None or not node.input:
-            return None
-        if node.op == "Enter":
-            return str(node.attr["frame_name"].s.decode(errors="replace"))
-        if node.op not in _PASS_THROUGH_OPS:
-            return None
-        name = source(node.input[0])[0]
-    return None
+    node = nodes.get(source(_upstream(nodes, name, _PASS_THROUGH_OPS - {"Enter"}))[0])
+    if node is None or node.op != "Enter" or not node.input:
+        return None
+    return str(node.attr["frame_name"].s.decode(errors="replace"))
 
 
 def _cells_in(
@@ -351,16 +367,7 @@ def _v1_states(graph: MetaGraph, frame: str, stack: Any, cells: int) -> tuple[li
 
 
 def _while_context(graph: MetaGraph, frame: str) -> Any:
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import control_flow_pb2
-
-    collection = graph.proto.collection_def.get("while_context")
-    for raw in collection.bytes_list.value if collection is not None else []:
-        context = control_flow_pb2.WhileContextDef()
-        try:
-            context.ParseFromString(raw)
-        except DecodeError:
-            continue
+    for context in graph.while_contexts:
         if context.context_name == frame:
             return context
     raise GraphNotRunnableError(f"the .meta graph holds no while_context for the loop {frame!r}")
@@ -372,13 +379,7 @@ def _lengths(nodes: Mapping[str, Any], scope: str) -> str | None:
     node = nodes.get(f"{scope}/sequence_length")
     if node is None or node.op != "Identity":
         return None
-    text = node.input[0]
-    for _ in range(8):
-        upstream = nodes.get(source(text)[0])
-        if upstream is None or upstream.op not in ("Identity", "Cast") or not upstream.input:
-            break
-        text = upstream.input[0]
-    return _tensor(text)
+    return _upstream(nodes, _input(node, 0), frozenset({"Identity", "Cast"}), steps=8)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -595,11 +596,8 @@ def _restored_from(graph: MetaGraph) -> dict[str, str]:
     for node in nodes.values():
         if node.op not in ("Assign", "AssignVariableOp") or len(node.input) < 2:
             continue
-        name, index = source(node.input[1])
+        name, index = source(_upstream(nodes, node.input[1], frozenset({"Identity"})))
         value = nodes.get(name)
-        while value is not None and value.op == "Identity" and value.input:
-            name, index = source(value.input[0])
-            value = nodes.get(name)
         if value is None or value.op != "RestoreV2" or len(value.input) < 2:
             continue
         names = nodes.get(source(value.input[1])[0])
@@ -717,18 +715,11 @@ _INTEGER_GROWING_OPS = frozenset({"Mul", "Sum", "AddN", "RealDiv"})
 
 def _contexts_within(graph: MetaGraph, kept: set[str]) -> list[bytes]:
     """The v1 while contexts of the kept loops, each cut to the kept nodes (tf.gradients needs them)."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import control_flow_pb2
-
-    collection = graph.proto.collection_def.get("while_context")
     contexts = []
-    for raw in collection.bytes_list.value if collection is not None else []:
-        context = control_flow_pb2.WhileContextDef()
-        try:
-            context.ParseFromString(raw)
-        except DecodeError:
-            raise GraphNotRunnableError("a while_context of the .meta graph is not a WhileContextDef") from None
-        if source(context.pivot_name)[0] in kept:
+    for parsed in graph.while_contexts:
+        if source(parsed.pivot_name)[0] in kept:
+            context = type(parsed)()
+            context.CopyFrom(parsed)  # the graph's own stays whole for the next LSTM
             _cut_context(context, kept)
             contexts.append(context.SerializeToString())
     return contexts

@@ -338,6 +338,15 @@ def _edit_meta(directory: Path, edit: Callable[[Any], bool]) -> None:
     path.write_bytes(meta.SerializeToString())
 
 
+def _assumptions_of_edited(tmp_path: Path, flavour: str, lstm: Any, edit: Callable[[Any], bool]) -> list[str]:
+    """A real file of ``lstm``, its .meta edited: the graph must not run; the reading's assumptions."""
+    _train_and_save(tmp_path, flavour, lstm)
+    _edit_meta(tmp_path, edit)
+    found = _read_one(tmp_path)
+    assert found.run_source is None
+    return list(found.assumptions)
+
+
 def _to_py_func(node: Any) -> bool:
     if node.op != "Sigmoid":
         return False
@@ -359,11 +368,8 @@ def _huge_loop_bound(node: Any) -> bool:
 def test_a_graph_holding_what_may_not_run_is_not_run(tmp_path: Path, flavour: str, edit: Any, said: str) -> None:
     """Python called from the loop, a loop bound of 10**9: the graph never runs; the reading is proved under the
     assumption, which names what was found."""
-    _train_and_save(tmp_path, flavour, _basic_forget_bias_zero)
-    _edit_meta(tmp_path, edit)
-    found = _read_one(tmp_path)
-    assert found.run_source is None
-    assert any(said in text and "cannot be run" in text for text in found.assumptions), found.assumptions
+    assumptions = _assumptions_of_edited(tmp_path, flavour, _basic_forget_bias_zero, edit)
+    assert any(said in text and "cannot be run" in text for text in assumptions), assumptions
 
 
 def test_a_saver_restoring_other_entries_than_the_variables_names_is_not_run(tmp_path: Path) -> None:
@@ -379,11 +385,8 @@ def test_a_saver_restoring_other_entries_than_the_variables_names_is_not_run(tmp
         node.attr["value"].tensor.string_val[:] = names
         return True
 
-    _train_and_save(tmp_path, "tf2-loops", _bidirectional)
-    _edit_meta(tmp_path, swapped)
-    found = _read_one(tmp_path)
-    assert found.run_source is None
-    assert any("Saver restores" in text for text in found.assumptions), found.assumptions
+    assumptions = _assumptions_of_edited(tmp_path, "tf2-loops", _bidirectional, swapped)
+    assert any("Saver restores" in text for text in assumptions), assumptions
 
 
 def test_a_loop_reading_a_placeholder_the_file_gives_no_value_is_not_run(tmp_path: Path) -> None:
@@ -413,11 +416,8 @@ def test_a_saver_whose_restore_loops_on_itself_ends_in_the_assumption(tmp_path: 
         node.input[:] = [node.name]
         return True
 
-    _train_and_save(tmp_path, "tf2-loops", _basic_forget_bias_zero)
-    _edit_meta(tmp_path, loop)
-    found = _read_one(tmp_path)
-    assert found.run_source is None
-    assert any("Saver restores" in text for text in found.assumptions), found.assumptions
+    assumptions = _assumptions_of_edited(tmp_path, "tf2-loops", _basic_forget_bias_zero, loop)
+    assert any("Saver restores" in text for text in assumptions), assumptions
 
 
 def test_a_constant_declaring_a_huge_shape_is_never_expanded(tmp_path: Path) -> None:
@@ -430,11 +430,8 @@ def test_a_constant_declaring_a_huge_shape_is_never_expanded(tmp_path: Path) -> 
         node.attr["value"].tensor.tensor_shape.dim.add(size=10**6)
         return True
 
-    _train_and_save(tmp_path, "tf2-loops", _basic_forget_bias_zero)
-    _edit_meta(tmp_path, huge)
-    found = _read_one(tmp_path)
-    assert found.run_source is None
-    assert any(text.startswith("assumed forget_bias=1.0") for text in found.assumptions)
+    assumptions = _assumptions_of_edited(tmp_path, "tf2-loops", _basic_forget_bias_zero, huge)
+    assert any(text.startswith("assumed forget_bias=1.0") for text in assumptions), assumptions
 
 
 def test_a_forget_bias_given_is_proved_under_assumptions(tmp_path: Path) -> None:
